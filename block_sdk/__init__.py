@@ -1,0 +1,1 @@
+"""AIOS data plane and block SDK: importable and testable without Django."""
