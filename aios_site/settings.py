@@ -53,6 +53,17 @@ INSTALLED_APPS = [
     "channels",
     "apps.core",
     "apps.tasks",
+    "apps.policies",
+    "apps.registries",
+    "apps.search",
+    "apps.parser",
+    "apps.clusters",
+    "apps.allocator",
+    "apps.blocks",
+    "apps.vdags",
+    "apps.inference",
+    "apps.metrics",
+    "apps.llm",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,3 @@
+"""Parser routes live at /api/<action> (registered by apps.parser)."""
+
+urlpatterns: list = []

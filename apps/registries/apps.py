@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class RegistriesConfig(AppConfig):
+    name = "apps.registries"
