@@ -1,0 +1,504 @@
+"""The instance process: `Block(MyClass).run()`.
+
+One asyncio loop owns all I/O: `concurrency` consumer tasks take requests off the instance's
+Redis queue (BLMOVE into its processing list), run block code in worker threads, and answer
+plus acknowledge in one pipeline. Beside them: a heartbeat task (liveness for the executor),
+a parameter-update listener (pub/sub, with a version check on every heartbeat so a missed
+message is caught up), a muxer janitor, and an HTTP server (`/health`, `/mgmt`, `/metrics`,
+`/setParameters`). Block code never runs on the loop, so a slow model cannot stop heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from block_sdk.instance.config import InstanceConfig
+from block_sdk.instance.context import Context
+from block_sdk.instance.pipeline import BlockOutputs, BlockPipeline, output_packet
+from block_sdk.metrics import LATENCY_BUCKETS, PROMETHEUS_CONTENT_TYPE, configure_logging
+from block_sdk.packet import (
+    DEADLINE_EXCEEDED,
+    INTERNAL,
+    INVALID_ARGUMENT,
+    DataPlaneError,
+    Packet,
+)
+from block_sdk.queues import BlockKeys, QueueEnvelope, QueueReply, RequestQueues, connect
+from block_sdk.routing import DefaultForwarder, Router
+
+log = logging.getLogger("block_sdk.instance")
+
+PARAMS_ACK_TTL_S = 3600
+
+
+class Block:
+    """Runs a block class as an instance process.
+
+    `Block(MyClass).run()` reads its configuration from the environment (see
+    `InstanceConfig.from_env`); pass `config=` or keyword overrides to set it in code.
+    """
+
+    def __init__(
+        self,
+        block_cls: type,
+        config: InstanceConfig | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.block_cls = block_cls
+        self.config = config or InstanceConfig.from_env(**overrides)
+        self.keys = BlockKeys(self.config.block_id)
+        self.context: Context | None = None
+        self.pipeline: BlockPipeline | None = None
+        self.http_port: int | None = None
+        self._stopping: asyncio.Event | None = None  # created on the serving loop
+        self._applied_version = 0
+        self._inflight = 0
+        self._processed = 0
+        self._errors = 0
+        self._started_at = time.time()
+        self._mux_waiting: dict[tuple[str, int], list[tuple[QueueEnvelope, bytes]]] = {}
+
+    # -- entry points --------------------------------------------------------------------
+    def run(self) -> None:
+        """Blocking: serve until SIGTERM/SIGINT."""
+        ring = configure_logging(
+            {"block_id": self.config.block_id, "instance_id": self.config.instance_id},
+            self.config.log_level,
+        )
+        self._log_ring = ring
+        try:
+            import uvloop  # type: ignore[import-not-found]
+
+            uvloop.install()
+        except ImportError:  # optional speed-up only
+            pass
+        asyncio.run(self.serve())
+
+    async def serve(self) -> None:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._stopping.set)
+
+        self._data_pool = ThreadPoolExecutor(cfg.concurrency, thread_name_prefix="block-data")
+        self._ctl_pool = ThreadPoolExecutor(2, thread_name_prefix="block-ctl")
+        # Construct the block (model loading may be slow) before advertising liveness.
+        self.context = Context.from_config(cfg)
+        self.pipeline = await loop.run_in_executor(
+            self._data_pool, BlockPipeline, self.block_cls, self.context
+        )
+        self._init_metrics()
+
+        self.redis = connect(cfg.redis_url, max_connections=cfg.concurrency + 8)
+        self.queues = RequestQueues(self.redis, self.keys)
+        self.router = Router(cfg.block_id, DefaultForwarder(self.redis))
+
+        requeued, failed = await self.queues.recover_own(cfg.instance_id, cfg.max_attempts)
+        if requeued or failed:
+            log.warning("recovered unacknowledged work", extra={"requeued": requeued, "failed": failed})
+
+        runner = await self._start_http()
+        await self._apply_params_if_newer()
+        await self._heartbeat_once()
+        if cfg.register_self:
+            await self.redis.hset(self.keys.instances, cfg.instance_id, json.dumps(self._info()))
+
+        tasks = [
+            asyncio.create_task(self._consume(i), name=f"consumer-{i}")
+            for i in range(cfg.concurrency)
+        ]
+        aux = [
+            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
+            asyncio.create_task(self._params_listener(), name="params"),
+        ]
+        if self.pipeline.muxer is not None:
+            aux.append(asyncio.create_task(self._mux_janitor(), name="mux-janitor"))
+        log.info(
+            "instance ready",
+            extra={"http_port": self.http_port, "concurrency": cfg.concurrency, "pid": os.getpid()},
+        )
+
+        await self._stopping.wait()
+        log.info("instance stopping")
+        # Consumers finish the request in hand; an idle one returns within take_timeout_s.
+        _, pending = await asyncio.wait(tasks, timeout=cfg.take_timeout_s + cfg.shutdown_grace_s)
+        for t in pending:
+            t.cancel()
+        for t in aux:
+            t.cancel()
+        await asyncio.gather(*tasks, *aux, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            # Dropping the heartbeat makes executors move anything still queued here.
+            await self.redis.delete(self.keys.heartbeat(cfg.instance_id))
+            if cfg.register_self:
+                await self.redis.hdel(self.keys.instances, cfg.instance_id)
+        await runner.cleanup()
+        with contextlib.suppress(Exception):
+            await self.router.forwarder.close()  # type: ignore[attr-defined]
+        await self.redis.aclose()
+        self._data_pool.shutdown(wait=False, cancel_futures=True)
+        self._ctl_pool.shutdown(wait=False, cancel_futures=True)
+        log.info("instance stopped")
+
+    def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    # -- metrics -------------------------------------------------------------------------
+    def _init_metrics(self) -> None:
+        m = self.context.metrics
+        m.register_counter("aios_instance_requests_total", "Requests finished", ["status"])
+        m.register_histogram(
+            "aios_instance_processing_seconds",
+            "Time in block code per request",
+            buckets=LATENCY_BUCKETS,
+        )
+        m.register_gauge("aios_instance_inflight", "Requests being processed")
+        m.register_gauge("aios_instance_queue_length", "Requests waiting in this instance's queue")
+        m.register_counter("aios_instance_param_updates_total", "Parameter updates applied")
+
+    # -- the hot path --------------------------------------------------------------------
+    async def _consume(self, worker: int) -> None:
+        cfg = self.config
+        backoff = 0.05
+        while not self._stopping.is_set():
+            try:
+                item = await self.queues.take(cfg.instance_id, cfg.take_timeout_s)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("take failed", extra={"worker": worker, "error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if item is None:
+                continue
+            try:
+                await self._handle(item)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The item stays in the processing list; a restart or sweep recovers it.
+                log.exception("request handling failed", extra={"worker": worker})
+
+    async def _handle(self, item: bytes) -> None:
+        cfg = self.config
+        try:
+            env = QueueEnvelope.FromString(item)
+        except Exception:
+            log.error("undecodable envelope dropped")
+            await self.queues.ack_many(cfg.instance_id, [item])
+            return
+        if env.deadline and time.time() > env.deadline:
+            # The caller has given up; do not spend model time on it.
+            err = DataPlaneError(DEADLINE_EXCEEDED, "request expired in the queue")
+            await self._finish([(env, item)], None, err)
+            return
+        packet = Packet.from_proto(
+            env.packet,
+            frame_ptr=env.frame_ptr,
+            query_parameters=env.query_parameters,
+            block_id=env.block_id or cfg.block_id,
+            request_id=env.request_id,
+        )
+        group = [(env, item)]
+        muxer = self.pipeline.muxer
+        if muxer is not None:
+            key = muxer.key_of(packet)
+            self._mux_waiting.setdefault(key, []).append((env, item))
+            merged = muxer.process_packet(packet)
+            if merged is None:
+                return  # stays unacknowledged until its group completes or expires
+            group = self._mux_waiting.pop(key, group)
+            packet = merged
+
+        loop = asyncio.get_running_loop()
+        self._inflight += 1
+        metrics = self.context.metrics
+        t0 = time.perf_counter()
+        try:
+            outputs: BlockOutputs = await loop.run_in_executor(
+                self._data_pool, self.pipeline.process, packet
+            )
+            error = None
+        except DataPlaneError as exc:
+            outputs, error = None, exc
+        except Exception as exc:  # defensive: pipeline wraps block errors already
+            outputs, error = None, DataPlaneError(INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            self._inflight -= 1
+        elapsed = time.perf_counter() - t0
+        metrics.observe_histogram("aios_instance_processing_seconds", elapsed)
+        await self._finish(group, None if error else output_packet(packet, outputs), error, elapsed)
+
+    async def _finish(
+        self,
+        group: list[tuple[QueueEnvelope, bytes]],
+        result: Any,
+        error: DataPlaneError | None,
+        elapsed: float = 0.0,
+    ) -> None:
+        cfg = self.config
+        if error is not None:
+            self._errors += 1
+            log.info(
+                "request failed",
+                extra={"code": error.code, "reason": error.message[:300], "n": len(group)},
+            )
+            error.details.setdefault("block_id", cfg.block_id)
+            error.details.setdefault("instance_id", cfg.instance_id)
+        else:
+            self._processed += len(group)
+        self.context.metrics.increment_counter(
+            "aios_instance_requests_total",
+            len(group),
+            {"status": "ok" if error is None else error.code},
+        )
+        for env, item in group:
+            reply_bytes = None
+            if env.reply_to:
+                if error is None:
+                    reply = QueueReply(
+                        request_id=env.request_id,
+                        ok=True,
+                        packet=result,
+                        instance_id=cfg.instance_id,
+                        processing_s=elapsed,
+                    )
+                else:
+                    reply = QueueReply(
+                        request_id=env.request_id,
+                        ok=False,
+                        error_code=error.code,
+                        error_message=error.to_json(),
+                        instance_id=cfg.instance_id,
+                        processing_s=elapsed,
+                    )
+                reply_bytes = reply.SerializeToString()
+            else:
+                await self._route(env, result, error)
+            await self.queues.complete(cfg.instance_id, item, env.reply_to, reply_bytes)
+
+    async def _route(self, env: QueueEnvelope, result: Any, error: DataPlaneError | None) -> None:
+        """Fire-and-forward request finished: hand the result to the output_ptr route."""
+        try:
+            if error is None:
+                routed = await self.router.route_output(result)
+            else:
+                routed = await self.router.route_error(env.packet, error.to_json())
+            if not routed:
+                log.debug("result without route dropped", extra={"request_id": env.request_id})
+        except Exception as exc:
+            log.warning(
+                "routing failed", extra={"request_id": env.request_id, "error": str(exc)}
+            )
+
+    async def _mux_janitor(self) -> None:
+        muxer = self.pipeline.muxer
+        while True:
+            await asyncio.sleep(min(1.0, max(0.05, muxer.timeout_s / 4)))
+            for key, _packets in muxer.expire():
+                group = self._mux_waiting.pop(key, [])
+                if group:
+                    err = DataPlaneError(
+                        DEADLINE_EXCEEDED,
+                        f"muxer gave up waiting for {muxer.N} inputs of {key}",
+                        received=len(group),
+                    )
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._finish(group, None, err)
+
+    # -- liveness ------------------------------------------------------------------------
+    def _info(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "instance_id": cfg.instance_id,
+            "pid": os.getpid(),
+            "host": os.environ.get("AIOS_INSTANCE_ADVERTISE_HOST") or socket.gethostname(),
+            "http_port": self.http_port,
+            "concurrency": cfg.concurrency,
+            "started_at": self._started_at,
+            "processed": self._processed,
+            "errors": self._errors,
+            "inflight": self._inflight,
+            "params_version": self._applied_version,
+            "ts": time.time(),
+        }
+
+    async def _heartbeat_once(self) -> None:
+        cfg = self.config
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.set(
+            self.keys.heartbeat(cfg.instance_id),
+            json.dumps(self._info()),
+            px=int(cfg.heartbeat_ttl_s * 1000),
+        )
+        pipe.llen(self.keys.queue(cfg.instance_id))
+        pipe.hget(self.keys.params, "version")
+        _, qlen, version = await pipe.execute()
+        metrics = self.context.metrics
+        metrics.set_gauge("aios_instance_queue_length", int(qlen))
+        metrics.set_gauge("aios_instance_inflight", self._inflight)
+        if version is not None and int(version) > self._applied_version:
+            await self._apply_params_if_newer()
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.heartbeat_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._heartbeat_once()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat failed", extra={"error": str(exc)})
+
+    # -- parameters ----------------------------------------------------------------------
+    async def _params_listener(self) -> None:
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.params_channel)
+                while True:
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is not None:
+                        await self._apply_params_if_newer()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                # The heartbeat's version check still catches updates while we reconnect.
+                log.warning("parameter listener error", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()
+
+    async def _apply_params_if_newer(self) -> None:
+        raw = await self.redis.hgetall(self.keys.params)
+        if not raw:
+            return
+        version = int(raw.get(b"version", b"0"))
+        if version <= self._applied_version:
+            return
+        # One version behind: hand on_update just the delta (AIOS semantics); further
+        # behind (missed updates, fresh start): the cumulative parameters.
+        field = b"last_update" if version == self._applied_version + 1 else b"parameters"
+        self._applied_version = version
+        try:
+            params = json.loads(raw.get(field) or raw.get(b"parameters") or b"{}")
+        except ValueError:
+            params = None
+        if not isinstance(params, dict):
+            ok, result = False, "parameters are not a JSON object"
+        else:
+            ok, result = await self.apply_parameters(params)
+        ack = {"version": version, "ok": ok, "result": result, "ts": time.time()}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.params_ack, self.config.instance_id, json.dumps(ack, default=str))
+        pipe.expire(self.keys.params_ack, PARAMS_ACK_TTL_S)
+        await pipe.execute()
+
+    async def apply_parameters(self, params: dict[str, Any]) -> tuple[bool, Any]:
+        # The data pool serialises on_update with on_data when concurrency is 1.
+        loop = asyncio.get_running_loop()
+        ok, result = await loop.run_in_executor(self._data_pool, self.pipeline.update, params)
+        self.context.metrics.increment_counter("aios_instance_param_updates_total")
+        log.info("parameters updated", extra={"ok": ok, "keys": sorted(params)})
+        return ok, result
+
+    # -- HTTP ----------------------------------------------------------------------------
+    async def _start_http(self) -> web.AppRunner:
+        app = web.Application(client_max_size=16 * 1024 * 1024)
+        app.router.add_get("/health", self._http_health)
+        app.router.add_get("/metrics", self._http_metrics)
+        app.router.add_post("/mgmt", self._http_mgmt)
+        app.router.add_post("/setParameters", self._http_set_params)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        if self.config.http_port < 0:
+            return runner
+        site = web.TCPSite(runner, self.config.http_host, self.config.http_port)
+        await site.start()
+        sockets = site._server.sockets if site._server else []  # noqa: SLF001 - bound port
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http_port
+        return runner
+
+    async def _call_ctl(self, fn, *args) -> Any:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(
+            loop.run_in_executor(self._ctl_pool, fn, *args), self.config.handler_timeout_s
+        )
+
+    @staticmethod
+    def _error(status: int, code: str, message: str) -> web.Response:
+        return web.json_response(DataPlaneError(code, message).to_dict(), status=status)
+
+    async def _http_health(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._call_ctl(self.pipeline.health)
+        except TimeoutError:
+            return self._error(503, DEADLINE_EXCEEDED, "health() timed out")
+        except Exception as exc:
+            return self._error(503, INTERNAL, f"health() raised {type(exc).__name__}: {exc}")
+        return web.json_response(body, dumps=lambda v: json.dumps(v, default=str))
+
+    async def _http_metrics(self, request: web.Request) -> web.Response:
+        body = self.context.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": PROMETHEUS_CONTENT_TYPE})
+
+    async def _json_body(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(
+                text=DataPlaneError(INVALID_ARGUMENT, "body is not JSON").to_json(),
+                content_type="application/json",
+            ) from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(
+                text=DataPlaneError(INVALID_ARGUMENT, "body must be an object").to_json(),
+                content_type="application/json",
+            )
+        return body
+
+    async def _http_mgmt(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        action = body.get("mgmt_action", body.get("action"))
+        data = body.get("mgmt_data", body.get("data", {}))
+        if not action:
+            return self._error(400, INVALID_ARGUMENT, "mgmt_action is required")
+        try:
+            result = await self._call_ctl(self.pipeline.management, str(action), data)
+        except TimeoutError:
+            return self._error(504, DEADLINE_EXCEEDED, "management() timed out")
+        except DataPlaneError as exc:
+            status = 404 if exc.code == "NOT_FOUND" else 500
+            return web.json_response(exc.to_dict(), status=status)
+        return web.json_response(
+            {"instance_id": self.config.instance_id, "result": result},
+            dumps=lambda v: json.dumps(v, default=str),
+        )
+
+    async def _http_set_params(self, request: web.Request) -> web.Response:
+        body = await self._json_body(request)
+        params = body.get("parameters", body)
+        ok, result = await self.apply_parameters(params)
+        return web.json_response(
+            {"ok": ok, "result": result}, status=200 if ok else 400,
+            dumps=lambda v: json.dumps(v, default=str),
+        )

@@ -1,0 +1,318 @@
+"""Redis reliable queues between a block's executor and its instances.
+
+Layout, for block `B` (the `{B}` hash tag keeps one block's keys in one Redis Cluster slot so
+`BLMOVE` and the Lua enqueue stay legal there):
+
+    aios:block:{B}:instances          hash  instance id -> JSON info (written by the control plane)
+    aios:block:{B}:hb:<iid>           str   instance heartbeat (JSON), PX TTL
+    aios:block:{B}:q:<iid>            list  requests waiting for instance <iid> (bounded, TTL)
+    aios:block:{B}:proc:<iid>         list  requests <iid> has taken and not yet acknowledged
+    aios:block:{B}:sweep              list  transient: requests being moved off a dead instance
+    aios:block:{B}:params             hash  {version, parameters} - latest parameter update
+    aios:block:{B}:params:ch          pub/sub channel announcing a new parameter version
+    aios:block:{B}:params:ack         hash  instance id -> JSON ack of the last update (TTL)
+    aios:block:{B}:reply:<eid>        list  replies for executor process <eid> (TTL)
+    aios:block:{B}:executor:<eid>     str   executor stats snapshot (JSON), PX TTL
+    aios:block:{B}:sidecar:<name>     list  sidecar inputs (bounded, TTL)
+
+Protocol: the executor LPUSHes a `QueueEnvelope` onto `q:<iid>` (a Lua script refuses when the
+list is at its bound). An instance `BLMOVE`s it RIGHT->LEFT into `proc:<iid>`, so the request
+is owned by exactly one instance, runs it, then in one pipeline LPUSHes the `QueueReply` onto
+the envelope's `reply_to` list and `LREM`s the envelope from `proc:<iid>` (the acknowledgement).
+If an instance dies, its heartbeat expires and an executor moves everything left in its `q`
+and `proc` lists to a live instance (bumping `attempt` for started ones) or fails it back to
+the caller. Every blocking read has a timeout; every growing key has a bound or a TTL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from block_sdk.packet import DataPlaneError
+from block_sdk.protos import queue_envelope_pb2 as qpb
+
+log = logging.getLogger("block_sdk.queues")
+
+QueueEnvelope = qpb.QueueEnvelope
+QueueReply = qpb.QueueReply
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+KEY_PREFIX = "aios:block"
+# Unconsumed data of a block that vanished entirely is reclaimed by Redis after this long.
+QUEUE_TTL_MS = 3_600_000
+REPLY_TTL_MS = 120_000
+
+_ENQUEUE_LUA = """
+local n = redis.call('LLEN', KEYS[1])
+if n >= tonumber(ARGV[2]) then return -1 end
+n = redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return n
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockKeys:
+    """Redis key names of one block (see the module docstring)."""
+
+    block_id: str
+    prefix: str = KEY_PREFIX
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}:{{{self.block_id}}}"
+
+    @property
+    def instances(self) -> str:
+        return f"{self.base}:instances"
+
+    def heartbeat(self, instance_id: str) -> str:
+        return f"{self.base}:hb:{instance_id}"
+
+    def queue(self, instance_id: str) -> str:
+        return f"{self.base}:q:{instance_id}"
+
+    def processing(self, instance_id: str) -> str:
+        return f"{self.base}:proc:{instance_id}"
+
+    @property
+    def sweep(self) -> str:
+        return f"{self.base}:sweep"
+
+    @property
+    def params(self) -> str:
+        return f"{self.base}:params"
+
+    @property
+    def params_channel(self) -> str:
+        return f"{self.base}:params:ch"
+
+    @property
+    def params_ack(self) -> str:
+        return f"{self.base}:params:ack"
+
+    def reply(self, executor_id: str) -> str:
+        return f"{self.base}:reply:{executor_id}"
+
+    def executor_stats(self, executor_id: str) -> str:
+        return f"{self.base}:executor:{executor_id}"
+
+    def sidecar(self, name: str) -> str:
+        return f"{self.base}:sidecar:{name}"
+
+
+def connect(url: str, **kw: Any) -> aioredis.Redis:
+    """An asyncio Redis client whose socket timeout exceeds every blocking read we issue."""
+    kw.setdefault("socket_timeout", 10.0)
+    kw.setdefault("socket_connect_timeout", 5.0)
+    kw.setdefault("health_check_interval", 30)
+    return aioredis.Redis.from_url(url, **kw)
+
+
+class QueueFull(DataPlaneError):
+    def __init__(self, instance_id: str, limit: int) -> None:
+        super().__init__(
+            "RESOURCE_EXHAUSTED",
+            f"queue of instance {instance_id} is full ({limit} waiting requests)",
+            instance_id=instance_id,
+            max_queue_length=limit,
+        )
+
+
+class RequestQueues:
+    """Queue operations of one block, shared by executors and instances (asyncio)."""
+
+    def __init__(self, redis: aioredis.Redis, keys: BlockKeys) -> None:
+        self.redis = redis
+        self.keys = keys
+        self._enqueue = redis.register_script(_ENQUEUE_LUA)
+
+    # -- executor side -------------------------------------------------------------------
+    async def enqueue(self, instance_id: str, payload: bytes, max_len: int) -> int:
+        """Push onto the instance's queue; raises QueueFull at the bound. Returns the length."""
+        n = await self._enqueue(
+            keys=[self.keys.queue(instance_id)], args=[payload, max_len, QUEUE_TTL_MS]
+        )
+        if n < 0:
+            raise QueueFull(instance_id, max_len)
+        return int(n)
+
+    async def lengths(self, instance_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """(waiting, in-processing) per instance, in one round trip."""
+        if not instance_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for iid in instance_ids:
+            pipe.llen(self.keys.queue(iid))
+            pipe.llen(self.keys.processing(iid))
+        res = await pipe.execute()
+        return {iid: (int(res[2 * i]), int(res[2 * i + 1])) for i, iid in enumerate(instance_ids)}
+
+    async def claim_for_sweep(self, source: str) -> bytes | None:
+        """Atomically move one item off a dead instance's list into the sweep list, so a
+        crash of the sweeper itself cannot lose it (the sweep list is retried at start)."""
+        return await self.redis.lmove(source, self.keys.sweep, "RIGHT", "LEFT")
+
+    async def finish_sweep(self, item: bytes) -> None:
+        await self.redis.lrem(self.keys.sweep, 1, item)
+
+    # -- instance side -------------------------------------------------------------------
+    async def take(self, instance_id: str, timeout_s: float) -> bytes | None:
+        """Block up to `timeout_s` for the next request; it moves to the processing list."""
+        return await self.redis.blmove(
+            self.keys.queue(instance_id),
+            self.keys.processing(instance_id),
+            timeout_s,
+            "RIGHT",
+            "LEFT",
+        )
+
+    async def complete(
+        self, instance_id: str, envelope_bytes: bytes, reply_to: str, reply: bytes | None
+    ) -> None:
+        """Deliver the reply (if anyone waits) and acknowledge, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        if reply_to and reply is not None:
+            pipe.lpush(reply_to, reply)
+            pipe.pexpire(reply_to, REPLY_TTL_MS)
+        pipe.lrem(self.keys.processing(instance_id), 1, envelope_bytes)
+        await pipe.execute()
+
+    async def ack_many(self, instance_id: str, envelopes: list[bytes]) -> None:
+        if not envelopes:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for item in envelopes:
+            pipe.lrem(self.keys.processing(instance_id), 1, item)
+        await pipe.execute()
+
+    async def send_reply(self, reply_to: str, reply: bytes) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(reply_to, reply)
+        pipe.pexpire(reply_to, REPLY_TTL_MS)
+        await pipe.execute()
+
+    async def recover_own(self, instance_id: str, max_attempts: int) -> tuple[int, int]:
+        """At instance start: requests a previous incarnation (same id) took but never
+        acknowledged go back to the front of the queue, or fail back after `max_attempts`.
+        Returns (requeued, failed)."""
+        requeued = failed = 0
+        proc = self.keys.processing(instance_id)
+        for _ in range(100_000):  # bounded: a processing list is small in practice
+            item = await self.claim_for_sweep(proc)
+            if item is None:
+                break
+            env = QueueEnvelope.FromString(item)
+            env.attempt += 1
+            if env.attempt >= max_attempts:
+                await self.fail_back(env, "UNAVAILABLE", "instance restarted while processing")
+                failed += 1
+            else:
+                # RPUSH: the consumer takes from the right, so it runs next.
+                await self.redis.rpush(self.keys.queue(instance_id), env.SerializeToString())
+                requeued += 1
+            await self.finish_sweep(item)
+        return requeued, failed
+
+    async def fail_back(self, env: QueueEnvelope, code: str, message: str, **details) -> None:
+        """Answer a request with an error (no-op for fire-and-forward requests)."""
+        if not env.reply_to:
+            log.warning(
+                "request dropped",
+                extra={"request_id": env.request_id, "code": code, "reason": message},
+            )
+            return
+        err = DataPlaneError(code, message, **details)
+        reply = QueueReply(
+            request_id=env.request_id, ok=False, error_code=err.code, error_message=err.to_json()
+        )
+        await self.send_reply(env.reply_to, reply.SerializeToString())
+
+
+class ReplyDemux:
+    """One reader per executor process: drains the process's reply list and resolves the
+    future of each waiting request. One list + one reader instead of a key per request keeps
+    the hot path at one Redis round trip on each side."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        reply_key: str,
+        block_timeout_s: float = 1.0,
+        drain_batch: int = 256,
+        on_orphan: Callable[[QueueReply], None] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.reply_key = reply_key
+        self.block_timeout_s = block_timeout_s
+        self.drain_batch = drain_batch
+        self.on_orphan = on_orphan
+        self._waiting: dict[str, asyncio.Future[QueueReply]] = {}
+        self._task: asyncio.Task | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def register(self, request_id: str) -> asyncio.Future[QueueReply]:
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = fut
+        return fut
+
+    def discard(self, request_id: str) -> None:
+        self._waiting.pop(request_id, None)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reply-demux")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        for fut in self._waiting.values():
+            if not fut.done():
+                fut.set_exception(DataPlaneError("UNAVAILABLE", "executor shutting down"))
+        self._waiting.clear()
+
+    def _deliver(self, raw: bytes) -> None:
+        try:
+            reply = QueueReply.FromString(raw)
+        except Exception:  # a corrupt reply must not kill the reader
+            log.exception("undecodable reply dropped")
+            return
+        fut = self._waiting.pop(reply.request_id, None)
+        if fut is None or fut.done():
+            # Late (caller timed out) or duplicate (request re-run after a requeue).
+            if self.on_orphan:
+                self.on_orphan(reply)
+            return
+        fut.set_result(reply)
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while True:
+            try:
+                got = await self.redis.blpop([self.reply_key], timeout=self.block_timeout_s)
+                if got is None:
+                    continue
+                self._deliver(got[1])
+                more = await self.redis.lpop(self.reply_key, self.drain_batch)
+                for raw in more or ():
+                    self._deliver(raw)
+                backoff = 0.05
+            except asyncio.CancelledError:
+                raise
+            except (RedisConnectionError, RedisTimeoutError, RedisError, OSError) as exc:
+                log.warning("reply reader redis error", extra={"error": str(exc)})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)

@@ -1,0 +1,1 @@
+"""Echo component: the smallest useful block (returns its input with `"echo": true`)."""
