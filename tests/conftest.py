@@ -74,3 +74,58 @@ def child_env(transactional_db) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     return env
+
+
+@pytest.fixture
+def celery_worker(child_env, tmp_path):
+    """A real Celery worker on a private queue, seeing the test database.
+
+    Tasks sent from the test process go to that queue while the fixture is active, so
+    workers of other test runs sharing the Redis server never take them.
+    """
+    import uuid
+
+    from aios_site.celery import app
+    from tests.support.procs import ManagedProcess, python_argv, wait_until
+
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    log_path = tmp_path / "celery-worker.log"
+    worker = ManagedProcess(
+        python_argv(
+            "-m",
+            "celery",
+            "-A",
+            "aios_site",
+            "worker",
+            "-Q",
+            queue,
+            "--concurrency",
+            "1",
+            "-P",
+            "solo",
+            "-l",
+            "INFO",
+            "-n",
+            f"{queue}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ),
+        env=child_env,
+        log_path=log_path,
+    )
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    try:
+        wait_until(
+            lambda: (
+                "ready" in log_path.read_text(errors="replace") or worker.proc.poll() is not None
+            ),
+            60,
+            "celery worker to be ready",
+        )
+        assert worker.proc.poll() is None, worker.log_text()
+        yield worker
+    finally:
+        app.conf.task_default_queue = previous
+        worker.stop()

@@ -14,7 +14,8 @@ class IsAuthenticatedForWrites(permissions.BasePermission):
 
 
 class IsOwnerOrStaffForWrites(IsAuthenticatedForWrites):
-    """An object with an ``owner`` is changed only by that owner or by staff."""
+    """An object is changed only by its owner or by staff; ownerless (system) objects,
+    such as seeded built-ins, only by staff."""
 
     def has_object_permission(self, request, view, obj) -> bool:
         if request.method in permissions.SAFE_METHODS:
@@ -23,4 +24,4 @@ class IsOwnerOrStaffForWrites(IsAuthenticatedForWrites):
         if user.is_staff:
             return True
         owner_id = getattr(obj, "owner_id", None)
-        return owner_id is None or owner_id == user.pk
+        return owner_id is not None and owner_id == user.pk
