@@ -136,6 +136,9 @@ class SandboxConfig:
     # When the parent runs as root, run workers as this user (e.g. "nobody"): they then cannot
     # read the parent's /proc/<pid>/environ either. The cache must be readable by that user.
     run_as_user: str | None = None
+    # The interpreter of the workers (default: this one). Python 3.11+ with block_sdk importable
+    # from PYTHONPATH; the policies' imports resolve against its site-packages.
+    python_executable: str | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -146,6 +149,7 @@ class SandboxConfig:
             limits=SandboxLimits.from_env(),
             max_calls_per_worker=int(_env_number("AIOS_POLICY_SANDBOX_RECYCLE_AFTER", 0)),
             run_as_user=os.environ.get("AIOS_POLICY_SANDBOX_USER") or None,
+            python_executable=os.environ.get("AIOS_POLICY_SANDBOX_PYTHON") or None,
         )
 
 
@@ -323,7 +327,7 @@ class SandboxPool:
                     os.chown(home / "worker.log", user_kwargs["user"], user_kwargs["group"])
                 proc = subprocess.Popen(
                     [
-                        sys.executable,
+                        self.config.python_executable or sys.executable,
                         "-s",  # no user site-packages
                         "-P",  # no cwd on sys.path: the policy could plant modules there
                         "-m",
@@ -342,6 +346,12 @@ class SandboxPool:
                     start_new_session=True,
                     **user_kwargs,
                 )
+        except OSError as exc:
+            parent_sock.close()
+            shutil.rmtree(home, ignore_errors=True)
+            raise PolicyError(
+                PolicyErrorCode.UNAVAILABLE, f"cannot start a sandbox worker: {exc}"
+            ) from None
         except BaseException:
             parent_sock.close()
             shutil.rmtree(home, ignore_errors=True)
