@@ -175,7 +175,7 @@ class Worker:
         if setup.get("op") != "setup":
             raise PolicyError(PolicyErrorCode.LOAD_ERROR, "sandbox protocol error: expected setup")
         policy = setup["policy"]
-        cache = self.cache or PolicyCache(policy["cache_root"])
+        cache = self.cache if self.cache is not None else PolicyCache(policy["cache_root"])
         prepared = cache.prepare(
             policy["sha256"], policy["archive_path"], install_requirements=False
         )

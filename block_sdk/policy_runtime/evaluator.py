@@ -485,7 +485,7 @@ class LocalPolicyEvaluator:
     def _load_local(self) -> LoadedPolicy:
         with self._lock:
             if self._loaded is None:
-                loader = self._loader or get_default_loader()
+                loader = self._loader if self._loader is not None else get_default_loader()
                 self._loaded = loader.load(
                     self.policy_rule_uri,
                     self.record.sha256,

@@ -215,7 +215,7 @@ class SandboxPool:
         self.config = config or SandboxConfig.from_env()
         if self.config.workers < 1:
             raise ValueError("a sandbox pool needs at least one worker")
-        self.cache = cache or get_default_cache()
+        self.cache = cache if cache is not None else get_default_cache()
         self._cond = threading.Condition()
         self._idle: list[_WorkerHandle] = []
         self._live = 0  # workers running or starting
