@@ -1,0 +1,1 @@
+"""Triton-backed example: a small linear model served by Triton's python backend."""
