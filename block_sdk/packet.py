@@ -151,7 +151,7 @@ class Packet:
         add_files(msg.files, self.files)
         return msg
 
-    def SerializeToString(self) -> bytes:  # noqa: N802 - protobuf's name, used by AIOS code
+    def SerializeToString(self) -> bytes:
         return self.to_proto().SerializeToString()
 
     def copy(self) -> Packet:

@@ -239,6 +239,19 @@ class RequestQueues:
         await self.send_reply(env.reply_to, reply.SerializeToString())
 
 
+def stage_completion(
+    pipe: Any, processing_key: str, acks: list[tuple[str, bytes, bytes | None]]
+) -> None:
+    """Queue reply deliveries and acknowledgements on a pipeline (sync or asyncio: both
+    build commands the same way; the caller executes). Each entry: (reply_to, envelope
+    bytes, reply bytes or None)."""
+    for reply_to, item, reply in acks:
+        if reply_to and reply is not None:
+            pipe.lpush(reply_to, reply)
+            pipe.pexpire(reply_to, REPLY_TTL_MS)
+        pipe.lrem(processing_key, 1, item)
+
+
 class ReplyDemux:
     """One reader per executor process: drains the process's reply list and resolves the
     future of each waiting request. One list + one reader instead of a key per request keeps

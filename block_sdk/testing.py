@@ -32,7 +32,7 @@ class TestContext(Context):
     def __init__(self, **kw: Any) -> None:
         sidecars = kw.pop("sidecars", None)
         super().__init__(**kw)
-        if not isinstance(self.events, BlockEvents) or self.events._client is not None:  # noqa: SLF001
+        if not isinstance(self.events, BlockEvents) or self.events._client is not None:
             self.events = BlockEvents(self.block_id, self.instance_id)
         if sidecars is not None:
             self.side_cars = BlockSideCars(self.block_id, sidecars)

@@ -97,9 +97,11 @@ def _coerce(name: str, value: Any) -> Any:
             return float(value)
         if kind.startswith("list") and isinstance(value, str):
             value = value.strip()
-            return json.loads(value) if value.startswith("[") else [
-                v.strip() for v in value.split(",") if v.strip()
-            ]
+            return (
+                json.loads(value)
+                if value.startswith("[")
+                else [v.strip() for v in value.split(",") if v.strip()]
+            )
         if kind.startswith("dict") and isinstance(value, str):
             return json.loads(value) if value.strip() else {}
     except ValueError as exc:

@@ -10,6 +10,7 @@ requeue sweeps, stats) runs in one background watcher every `watch_interval_s`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -130,10 +131,8 @@ class Executor:
             self._watch_task.cancel()
             await asyncio.gather(self._watch_task, return_exceptions=True)
         await self.demux.stop()
-        try:
+        with contextlib.suppress(RedisError, OSError):
             await self.redis.delete(self.keys.executor_stats(self.config.executor_id))
-        except (RedisError, OSError):
-            pass
         await self.redis.aclose()
 
     def _init_metrics(self) -> None:
@@ -226,9 +225,7 @@ class Executor:
         t0 = time.perf_counter()
         code = "OK"
         try:
-            result = await self._submit(
-                packet, timeout_s, want_reply, frame_ptr, query_parameters
-            )
+            result = await self._submit(packet, timeout_s, want_reply, frame_ptr, query_parameters)
             return result
         except DataPlaneError as exc:
             code = exc.code
@@ -523,9 +520,7 @@ class Executor:
         }
 
     def list_instances(self) -> list[dict[str, Any]]:
-        return [
-            st.to_dict(self.inflight.get(iid, 0)) for iid, st in sorted(self.instances.items())
-        ]
+        return [st.to_dict(self.inflight.get(iid, 0)) for iid, st in sorted(self.instances.items())]
 
     async def push_parameters(
         self, params: dict[str, Any], wait_s: float | None = None
@@ -580,4 +575,3 @@ class Executor:
             "acks": acks,
             "missing": sorted(expected - set(acks)),
         }
-

@@ -157,13 +157,15 @@ class ExecutorHTTP:
 
     async def health(self, request: web.Request) -> web.Response:
         ex = self.executor
-        alive = len(ex._live_list)  # noqa: SLF001 - same package
+        alive = len(ex._live_list)
         body = {
-            "status": "healthy" if ex.redis_ok and alive else ("degraded" if ex.redis_ok else "unhealthy"),
+            "status": "healthy"
+            if ex.redis_ok and alive
+            else ("degraded" if ex.redis_ok else "unhealthy"),
             "block_id": ex.block_id,
             "executor_id": ex.config.executor_id,
             "instances_alive": alive,
-            "instances": list(ex._live_list),  # noqa: SLF001
+            "instances": list(ex._live_list),
             "redis": ex.redis_ok,
             "pending": len(ex.demux),
         }
@@ -228,7 +230,7 @@ class ExecutorHTTP:
                 result = ex.stats()
             elif action == "refresh":
                 await ex.refresh()
-                result = {"instances": list(ex._live_list)}  # noqa: SLF001
+                result = {"instances": list(ex._live_list)}
             else:
                 # Anything else is the load-balancer policy's own management command.
                 handler = getattr(ex.policy, "management", None)
@@ -277,11 +279,13 @@ class ExecutorServer:
         if not self.grpc_port:
             raise OSError(f"cannot bind gRPC port {cfg.grpc_port}")
         await self.grpc_server.start()
-        self.http_runner = web.AppRunner(ExecutorHTTP(self.executor, self.ring).app(), access_log=None)
+        self.http_runner = web.AppRunner(
+            ExecutorHTTP(self.executor, self.ring).app(), access_log=None
+        )
         await self.http_runner.setup()
         site = web.TCPSite(self.http_runner, cfg.http_host, cfg.http_port)
         await site.start()
-        socks = site._server.sockets if site._server else []  # noqa: SLF001 - bound port
+        socks = site._server.sockets if site._server else []
         self.http_port = socks[0].getsockname()[1] if socks else cfg.http_port
         log.info(
             "executor ready",
@@ -289,7 +293,7 @@ class ExecutorServer:
                 "grpc_port": self.grpc_port,
                 "http_port": self.http_port,
                 "lb_policy": cfg.lb_policy,
-                "instances": list(self.executor._live_list),  # noqa: SLF001
+                "instances": list(self.executor._live_list),
             },
         )
 

@@ -60,6 +60,7 @@ class InstanceConfig:
     http_host: str = "0.0.0.0"  # noqa: S104 - the health checker reaches instances by pod IP
     http_port: int = 18001  # AIOS instance health/mgmt port; 0 = any free port, -1 = off
     concurrency: int = 1
+    io_mode: str = "thread"  # consumer I/O: "thread" (sync Redis per consumer) or "asyncio"
     heartbeat_interval_s: float = 1.0
     heartbeat_ttl_s: float = 5.0
     take_timeout_s: float = 1.0
@@ -96,6 +97,7 @@ class InstanceConfig:
             http_host=e.get("AIOS_INSTANCE_HTTP_HOST", "0.0.0.0"),  # noqa: S104
             http_port=_num(e, "AIOS_INSTANCE_HTTP_PORT", 18001, int),
             concurrency=_num(e, "AIOS_INSTANCE_CONCURRENCY", 1, int),
+            io_mode=e.get("AIOS_INSTANCE_IO", "thread").strip().lower(),
             heartbeat_interval_s=_num(e, "AIOS_HEARTBEAT_INTERVAL_S", 1.0),
             heartbeat_ttl_s=_num(e, "AIOS_HEARTBEAT_TTL_S", 5.0),
             take_timeout_s=_num(e, "AIOS_TAKE_TIMEOUT_S", 1.0),
@@ -125,6 +127,8 @@ class InstanceConfig:
     def validate(self) -> None:
         if self.concurrency < 1:
             raise ConfigError("concurrency must be >= 1")
+        if self.io_mode not in ("thread", "asyncio"):
+            raise ConfigError("AIOS_INSTANCE_IO must be 'thread' or 'asyncio'")
         if self.heartbeat_ttl_s <= self.heartbeat_interval_s:
             raise ConfigError("heartbeat TTL must exceed the heartbeat interval")
         if self.max_attempts < 1:

@@ -17,16 +17,20 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
+import redis as sync_redis
 from aiohttp import web
 from redis.exceptions import RedisError
 
 from block_sdk.instance.config import InstanceConfig
 from block_sdk.instance.context import Context
-from block_sdk.instance.pipeline import BlockOutputs, BlockPipeline, output_packet
+from block_sdk.instance.pipeline import BlockPipeline, output_packet
 from block_sdk.metrics import LATENCY_BUCKETS, PROMETHEUS_CONTENT_TYPE, configure_logging
 from block_sdk.packet import (
     DEADLINE_EXCEEDED,
@@ -35,12 +39,42 @@ from block_sdk.packet import (
     DataPlaneError,
     Packet,
 )
-from block_sdk.queues import BlockKeys, QueueEnvelope, QueueReply, RequestQueues, connect
+from block_sdk.protos import aios_packet_pb2 as pb
+from block_sdk.queues import (
+    BlockKeys,
+    QueueEnvelope,
+    QueueReply,
+    RequestQueues,
+    connect,
+    stage_completion,
+)
 from block_sdk.routing import DefaultForwarder, Router
 
 log = logging.getLogger("block_sdk.instance")
 
 PARAMS_ACK_TTL_S = 3600
+
+# Remove our heartbeat/registration only if they are still ours: a restarted instance with
+# the same id may already have written its own.
+_RETIRE_LUA = """
+local hb = redis.call('GET', KEYS[1])
+if hb and string.find(hb, ARGV[1], 1, true) then redis.call('DEL', KEYS[1]) end
+if ARGV[3] == '1' then
+  local reg = redis.call('HGET', KEYS[2], ARGV[2])
+  if reg and string.find(reg, ARGV[1], 1, true) then redis.call('HDEL', KEYS[2], ARGV[2]) end
+end
+return 1
+"""
+
+
+@dataclass(slots=True)
+class _Work:
+    """Outcome of one taken request (or one muxed group of them)."""
+
+    group: list[tuple[QueueEnvelope | None, bytes]]  # env None: undecodable, ack only
+    result: pb.AIOSPacket | None
+    error: DataPlaneError | None
+    elapsed: float = 0.0
 
 
 class Block:
@@ -68,7 +102,10 @@ class Block:
         self._processed = 0
         self._errors = 0
         self._started_at = time.time()
-        self._mux_waiting: dict[tuple[str, int], list[tuple[QueueEnvelope, bytes]]] = {}
+        self._incarnation = uuid.uuid4().hex
+        self._mux_waiting: dict[tuple[str, int], list[tuple[QueueEnvelope | None, bytes]]] = {}
+        self._lock = threading.Lock()  # counters and muxer state are shared by consumers
+        self._thread_stop = threading.Event()
 
     # -- entry points --------------------------------------------------------------------
     def run(self) -> None:
@@ -109,18 +146,28 @@ class Block:
 
         requeued, failed = await self.queues.recover_own(cfg.instance_id, cfg.max_attempts)
         if requeued or failed:
-            log.warning("recovered unacknowledged work", extra={"requeued": requeued, "failed": failed})
+            log.warning(
+                "recovered unacknowledged work", extra={"requeued": requeued, "failed": failed}
+            )
 
         runner = await self._start_http()
         await self._apply_params_if_newer()
         await self._heartbeat_once()
-        if cfg.register_self:
-            await self.redis.hset(self.keys.instances, cfg.instance_id, json.dumps(self._info()))
 
-        tasks = [
-            asyncio.create_task(self._consume(i), name=f"consumer-{i}")
-            for i in range(cfg.concurrency)
-        ]
+        threads: list[threading.Thread] = []
+        tasks: list[asyncio.Task] = []
+        if cfg.io_mode == "asyncio":
+            tasks = [
+                asyncio.create_task(self._consume(i), name=f"consumer-{i}")
+                for i in range(cfg.concurrency)
+            ]
+        else:
+            for i in range(cfg.concurrency):
+                t = threading.Thread(
+                    target=self._consume_thread, args=(i, loop), name=f"consumer-{i}", daemon=True
+                )
+                t.start()
+                threads.append(t)
         aux = [
             asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
             asyncio.create_task(self._params_listener(), name="params"),
@@ -135,17 +182,30 @@ class Block:
         await self._stopping.wait()
         log.info("instance stopping")
         # Consumers finish the request in hand; an idle one returns within take_timeout_s.
-        _, pending = await asyncio.wait(tasks, timeout=cfg.take_timeout_s + cfg.shutdown_grace_s)
-        for t in pending:
-            t.cancel()
+        grace = cfg.take_timeout_s + cfg.shutdown_grace_s
+        self._thread_stop.set()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for t in pending:
+                t.cancel()
+        if threads:
+            deadline = time.monotonic() + grace
+            for t in threads:
+                await asyncio.to_thread(t.join, max(0.0, deadline - time.monotonic()))
         for t in aux:
             t.cancel()
         await asyncio.gather(*tasks, *aux, return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             # Dropping the heartbeat makes executors move anything still queued here.
-            await self.redis.delete(self.keys.heartbeat(cfg.instance_id))
-            if cfg.register_self:
-                await self.redis.hdel(self.keys.instances, cfg.instance_id)
+            await self.redis.eval(
+                _RETIRE_LUA,
+                2,
+                self.keys.heartbeat(cfg.instance_id),
+                self.keys.instances,
+                self._incarnation,
+                cfg.instance_id,
+                "1" if cfg.register_self else "0",
+            )
         await runner.cleanup()
         with contextlib.suppress(Exception):
             await self.router.forwarder.close()  # type: ignore[attr-defined]
@@ -172,8 +232,141 @@ class Block:
         m.register_counter("aios_instance_param_updates_total", "Parameter updates applied")
 
     # -- the hot path --------------------------------------------------------------------
-    async def _consume(self, worker: int) -> None:
+    # Two ways to drive it, sharing `_execute` / `_settle`:
+    #  * "thread" (default): each consumer is a thread doing blocking BLMOVE -> block code ->
+    #    reply+ack pipeline with a synchronous Redis client. No cross-thread hand-off per
+    #    request; measured ~0.2 ms/request faster than the asyncio variant (docs/blocks-sdk.md).
+    #  * "asyncio": consumer tasks on the loop take/ack with redis.asyncio and run block code
+    #    in the worker pool.
+    # Either way block code never runs on the loop, so heartbeats and /health stay responsive.
+    def _execute(self, item: bytes) -> _Work | None:
+        """Decode, check the deadline, mux, run block code. None: held by the muxer."""
         cfg = self.config
+        try:
+            env = QueueEnvelope.FromString(item)
+        except Exception:
+            log.error("undecodable envelope dropped")
+            return _Work([(None, item)], None, None)
+        if env.deadline and time.time() > env.deadline:
+            # The caller has given up; do not spend model time on it.
+            err = DataPlaneError(DEADLINE_EXCEEDED, "request expired in the queue")
+            return _Work([(env, item)], None, err)
+        packet = Packet.from_proto(
+            env.packet,
+            frame_ptr=env.frame_ptr,
+            query_parameters=env.query_parameters,
+            block_id=env.block_id or cfg.block_id,
+            request_id=env.request_id,
+        )
+        group: list[tuple[QueueEnvelope | None, bytes]] = [(env, item)]
+        muxer = self.pipeline.muxer
+        if muxer is not None:
+            key = muxer.key_of(packet)
+            with self._lock:
+                self._mux_waiting.setdefault(key, []).append((env, item))
+                merged = muxer.process_packet(packet)
+                if merged is None:
+                    return None  # stays unacknowledged until its group completes or expires
+                group = self._mux_waiting.pop(key, group)
+            packet = merged
+        with self._lock:
+            self._inflight += 1
+        t0 = time.perf_counter()
+        try:
+            outputs = self.pipeline.process(packet)
+            result, error = output_packet(packet, outputs), None
+        except DataPlaneError as exc:
+            result, error = None, exc
+        except Exception as exc:  # defensive: the pipeline wraps block errors already
+            result, error = None, DataPlaneError(INTERNAL, f"{type(exc).__name__}: {exc}")
+        finally:
+            with self._lock:
+                self._inflight -= 1
+        elapsed = time.perf_counter() - t0
+        self.context.metrics.observe_histogram("aios_instance_processing_seconds", elapsed)
+        return _Work(group, result, error, elapsed)
+
+    def _settle(self, work: _Work) -> tuple[list[tuple[str, bytes, bytes | None]], list]:
+        """Account the outcome; return (reply_to, envelope bytes, reply) per acknowledgement
+        and the fire-and-forward envelopes whose result goes to the output_ptr route."""
+        cfg = self.config
+        error = work.error
+        real = [(env, item) for env, item in work.group if env is not None]
+        if error is not None:
+            log.info(
+                "request failed",
+                extra={"code": error.code, "reason": error.message[:300], "n": len(real)},
+            )
+            error.details.setdefault("block_id", cfg.block_id)
+            error.details.setdefault("instance_id", cfg.instance_id)
+        if real:
+            with self._lock:
+                if error is None:
+                    self._processed += len(real)
+                else:
+                    self._errors += len(real)
+            self.context.metrics.increment_counter(
+                "aios_instance_requests_total",
+                len(real),
+                {"status": "ok" if error is None else error.code},
+            )
+        acks: list[tuple[str, bytes, bytes | None]] = []
+        routes: list[QueueEnvelope] = []
+        for env, item in work.group:
+            if env is None:
+                acks.append(("", item, None))
+                continue
+            if not env.reply_to:
+                routes.append(env)
+                acks.append(("", item, None))
+                continue
+            if error is None:
+                reply = QueueReply(
+                    request_id=env.request_id,
+                    ok=True,
+                    packet=work.result,
+                    instance_id=cfg.instance_id,
+                    processing_s=work.elapsed,
+                )
+            else:
+                reply = QueueReply(
+                    request_id=env.request_id,
+                    ok=False,
+                    error_code=error.code,
+                    error_message=error.to_json(),
+                    instance_id=cfg.instance_id,
+                    processing_s=work.elapsed,
+                )
+            acks.append((env.reply_to, item, reply.SerializeToString()))
+        return acks, routes
+
+    async def _route_all(self, routes: list[QueueEnvelope], work: _Work) -> None:
+        """Fire-and-forward requests finished: hand results to their output_ptr route."""
+        for env in routes:
+            try:
+                if work.error is None:
+                    routed = await self.router.route_output(work.result)
+                else:
+                    routed = await self.router.route_error(env.packet, work.error.to_json())
+                if not routed:
+                    log.debug("result without route dropped", extra={"request_id": env.request_id})
+            except Exception as exc:
+                log.warning(
+                    "routing failed", extra={"request_id": env.request_id, "error": str(exc)}
+                )
+
+    async def _complete_async(self, work: _Work) -> None:
+        acks, routes = self._settle(work)
+        if routes:
+            await self._route_all(routes, work)
+        pipe = self.redis.pipeline(transaction=False)
+        stage_completion(pipe, self.keys.processing(self.config.instance_id), acks)
+        await pipe.execute()
+
+    async def _consume(self, worker: int) -> None:
+        """asyncio consumer (AIOS_INSTANCE_IO=asyncio)."""
+        cfg = self.config
+        loop = asyncio.get_running_loop()
         backoff = 0.05
         while not self._stopping.is_set():
             try:
@@ -189,131 +382,60 @@ class Block:
             if item is None:
                 continue
             try:
-                await self._handle(item)
+                work = await loop.run_in_executor(self._data_pool, self._execute, item)
+                if work is not None:
+                    await self._complete_async(work)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # The item stays in the processing list; a restart or sweep recovers it.
                 log.exception("request handling failed", extra={"worker": worker})
 
-    async def _handle(self, item: bytes) -> None:
+    def _consume_thread(self, worker: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Thread consumer (default): blocking take -> run -> reply+ack, sync Redis."""
         cfg = self.config
-        try:
-            env = QueueEnvelope.FromString(item)
-        except Exception:
-            log.error("undecodable envelope dropped")
-            await self.queues.ack_many(cfg.instance_id, [item])
-            return
-        if env.deadline and time.time() > env.deadline:
-            # The caller has given up; do not spend model time on it.
-            err = DataPlaneError(DEADLINE_EXCEEDED, "request expired in the queue")
-            await self._finish([(env, item)], None, err)
-            return
-        packet = Packet.from_proto(
-            env.packet,
-            frame_ptr=env.frame_ptr,
-            query_parameters=env.query_parameters,
-            block_id=env.block_id or cfg.block_id,
-            request_id=env.request_id,
+        client = sync_redis.Redis.from_url(
+            cfg.redis_url, socket_timeout=cfg.take_timeout_s + 10, socket_connect_timeout=5
         )
-        group = [(env, item)]
-        muxer = self.pipeline.muxer
-        if muxer is not None:
-            key = muxer.key_of(packet)
-            self._mux_waiting.setdefault(key, []).append((env, item))
-            merged = muxer.process_packet(packet)
-            if merged is None:
-                return  # stays unacknowledged until its group completes or expires
-            group = self._mux_waiting.pop(key, group)
-            packet = merged
-
-        loop = asyncio.get_running_loop()
-        self._inflight += 1
-        metrics = self.context.metrics
-        t0 = time.perf_counter()
+        queue, processing = self.keys.queue(cfg.instance_id), self.keys.processing(cfg.instance_id)
+        backoff = 0.05
         try:
-            outputs: BlockOutputs = await loop.run_in_executor(
-                self._data_pool, self.pipeline.process, packet
-            )
-            error = None
-        except DataPlaneError as exc:
-            outputs, error = None, exc
-        except Exception as exc:  # defensive: pipeline wraps block errors already
-            outputs, error = None, DataPlaneError(INTERNAL, f"{type(exc).__name__}: {exc}")
+            while not self._thread_stop.is_set():
+                try:
+                    item = client.blmove(queue, processing, cfg.take_timeout_s, "RIGHT", "LEFT")
+                    backoff = 0.05
+                except (RedisError, OSError) as exc:
+                    log.warning("take failed", extra={"worker": worker, "error": str(exc)})
+                    self._thread_stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                if item is None:
+                    continue
+                try:
+                    work = self._execute(item)
+                    if work is None:
+                        continue
+                    acks, routes = self._settle(work)
+                    if routes:
+                        # Routing uses the loop's async clients; ack only once it is done.
+                        asyncio.run_coroutine_threadsafe(
+                            self._route_all(routes, work), loop
+                        ).result(timeout=60)
+                    pipe = client.pipeline(transaction=False)
+                    stage_completion(pipe, processing, acks)
+                    pipe.execute()
+                except Exception:
+                    log.exception("request handling failed", extra={"worker": worker})
         finally:
-            self._inflight -= 1
-        elapsed = time.perf_counter() - t0
-        metrics.observe_histogram("aios_instance_processing_seconds", elapsed)
-        await self._finish(group, None if error else output_packet(packet, outputs), error, elapsed)
-
-    async def _finish(
-        self,
-        group: list[tuple[QueueEnvelope, bytes]],
-        result: Any,
-        error: DataPlaneError | None,
-        elapsed: float = 0.0,
-    ) -> None:
-        cfg = self.config
-        if error is not None:
-            self._errors += 1
-            log.info(
-                "request failed",
-                extra={"code": error.code, "reason": error.message[:300], "n": len(group)},
-            )
-            error.details.setdefault("block_id", cfg.block_id)
-            error.details.setdefault("instance_id", cfg.instance_id)
-        else:
-            self._processed += len(group)
-        self.context.metrics.increment_counter(
-            "aios_instance_requests_total",
-            len(group),
-            {"status": "ok" if error is None else error.code},
-        )
-        for env, item in group:
-            reply_bytes = None
-            if env.reply_to:
-                if error is None:
-                    reply = QueueReply(
-                        request_id=env.request_id,
-                        ok=True,
-                        packet=result,
-                        instance_id=cfg.instance_id,
-                        processing_s=elapsed,
-                    )
-                else:
-                    reply = QueueReply(
-                        request_id=env.request_id,
-                        ok=False,
-                        error_code=error.code,
-                        error_message=error.to_json(),
-                        instance_id=cfg.instance_id,
-                        processing_s=elapsed,
-                    )
-                reply_bytes = reply.SerializeToString()
-            else:
-                await self._route(env, result, error)
-            await self.queues.complete(cfg.instance_id, item, env.reply_to, reply_bytes)
-
-    async def _route(self, env: QueueEnvelope, result: Any, error: DataPlaneError | None) -> None:
-        """Fire-and-forward request finished: hand the result to the output_ptr route."""
-        try:
-            if error is None:
-                routed = await self.router.route_output(result)
-            else:
-                routed = await self.router.route_error(env.packet, error.to_json())
-            if not routed:
-                log.debug("result without route dropped", extra={"request_id": env.request_id})
-        except Exception as exc:
-            log.warning(
-                "routing failed", extra={"request_id": env.request_id, "error": str(exc)}
-            )
+            client.close()
 
     async def _mux_janitor(self) -> None:
         muxer = self.pipeline.muxer
         while True:
             await asyncio.sleep(min(1.0, max(0.05, muxer.timeout_s / 4)))
             for key, _packets in muxer.expire():
-                group = self._mux_waiting.pop(key, [])
+                with self._lock:
+                    group = self._mux_waiting.pop(key, [])
                 if group:
                     err = DataPlaneError(
                         DEADLINE_EXCEEDED,
@@ -321,7 +443,7 @@ class Block:
                         received=len(group),
                     )
                     with contextlib.suppress(RedisError, OSError):
-                        await self._finish(group, None, err)
+                        await self._complete_async(_Work(group, None, err))
 
     # -- liveness ------------------------------------------------------------------------
     def _info(self) -> dict[str, Any]:
@@ -337,20 +459,22 @@ class Block:
             "errors": self._errors,
             "inflight": self._inflight,
             "params_version": self._applied_version,
+            "incarnation": self._incarnation,
             "ts": time.time(),
         }
 
     async def _heartbeat_once(self) -> None:
         cfg = self.config
+        info = json.dumps(self._info())
         pipe = self.redis.pipeline(transaction=False)
-        pipe.set(
-            self.keys.heartbeat(cfg.instance_id),
-            json.dumps(self._info()),
-            px=int(cfg.heartbeat_ttl_s * 1000),
-        )
+        pipe.set(self.keys.heartbeat(cfg.instance_id), info, px=int(cfg.heartbeat_ttl_s * 1000))
         pipe.llen(self.keys.queue(cfg.instance_id))
         pipe.hget(self.keys.params, "version")
-        _, qlen, version = await pipe.execute()
+        if cfg.register_self:
+            # Re-asserted on every beat so a registration lost to a race heals itself.
+            pipe.hset(self.keys.instances, cfg.instance_id, info)
+        res = await pipe.execute()
+        qlen, version = res[1], res[2]
         metrics = self.context.metrics
         metrics.set_gauge("aios_instance_queue_length", int(qlen))
         metrics.set_gauge("aios_instance_inflight", self._inflight)
@@ -434,7 +558,7 @@ class Block:
             return runner
         site = web.TCPSite(runner, self.config.http_host, self.config.http_port)
         await site.start()
-        sockets = site._server.sockets if site._server else []  # noqa: SLF001 - bound port
+        sockets = site._server.sockets if site._server else []
         self.http_port = sockets[0].getsockname()[1] if sockets else self.config.http_port
         return runner
 
@@ -499,6 +623,7 @@ class Block:
         params = body.get("parameters", body)
         ok, result = await self.apply_parameters(params)
         return web.json_response(
-            {"ok": ok, "result": result}, status=200 if ok else 400,
+            {"ok": ok, "result": result},
+            status=200 if ok else 400,
             dumps=lambda v: json.dumps(v, default=str),
         )

@@ -39,7 +39,7 @@ class Muxer:
     is `{"inputs": [<data of each>]}` and whose files are the concatenation. `N == 1` passes
     packets through untouched."""
 
-    def __init__(self, N: int = 1, timeout_s: float = 30.0, max_groups: int = 10_000) -> None:  # noqa: N803 - AIOS name
+    def __init__(self, N: int = 1, timeout_s: float = 30.0, max_groups: int = 10_000) -> None:
         if N < 1:
             raise ValueError("Muxer N must be >= 1")
         self.N = N
@@ -106,7 +106,7 @@ class Muxer:
 class Batcher:
     """Collects packets and returns a list of `N` once full; you drive it from `on_data`."""
 
-    def __init__(self, N: int) -> None:  # noqa: N803 - AIOS name
+    def __init__(self, N: int) -> None:
         if N < 1:
             raise ValueError("Batcher N must be >= 1")
         self.N = N
@@ -133,7 +133,7 @@ class Batcher:
 class TimeBasedBatcher(Batcher):
     """Emits a batch at `N` packets or when the oldest waiting packet is `T` seconds old."""
 
-    def __init__(self, N: int, T: float) -> None:  # noqa: N803 - AIOS names
+    def __init__(self, N: int, T: float) -> None:
         super().__init__(N)
         self.T = T
         self._first_at: float | None = None
