@@ -22,7 +22,7 @@ from collections import OrderedDict
 from multiprocessing.connection import Connection
 from typing import Any
 
-from block_sdk.policy_runtime import protocol
+from block_sdk.policy_runtime import _procs, protocol
 from block_sdk.policy_runtime.cache import PolicyCache
 from block_sdk.policy_runtime.errors import PolicyError, PolicyErrorCode
 from block_sdk.policy_runtime.loader import LoadedPolicy, PolicyLoader, describe_exception
@@ -46,6 +46,9 @@ def _apply_limits(config: dict[str, Any]) -> None:
     open_files = int(config.get("open_files") or 0)
     if open_files > 0:
         resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+    max_processes = int(config.get("max_processes") or 0)
+    if max_processes > 0:
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_processes, max_processes))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
@@ -83,13 +86,10 @@ def _kill_children() -> bool:
         os.waitpid(-1, os.WNOHANG)
     except ChildProcessError:
         return False
-    import psutil  # only on this rare path: it costs an import and a /proc scan
-
-    me = psutil.Process()
+    me = os.getpid()
     for _ in range(50):
-        for child in me.children(recursive=True):
-            with contextlib.suppress(psutil.Error):
-                child.kill()
+        # Killing a child re-parents its own children to us (subreaper): loop until none left.
+        _procs.kill_tree(me, include_root=False)
         while True:
             try:
                 pid, _status = os.waitpid(-1, os.WNOHANG)

@@ -445,36 +445,45 @@ class LocalPolicyEvaluator:
 
     # -- public API ------------------------------------------------------------------------------
 
-    def execute_policy_rule(self, input_data: Any) -> Any:
-        """``eval(parameters, input_data, context)``; raises ``PolicyError`` on any failure."""
+    def execute_policy_rule(self, input_data: Any, *, timeout: float | None = None) -> Any:
+        """``eval(parameters, input_data, context)``; raises ``PolicyError`` on any failure.
+
+        ``timeout`` (sandbox and remote modes) overrides the evaluator's for this call.
+        """
         if self._input_validator is not None:
             _check_schema(self._input_validator, input_data, PolicyErrorCode.BAD_INPUT, "input")
+        limit = self.timeout if timeout is None else timeout
         if self.mode == "local":
             result = (self._loaded or self._load_local()).eval(input_data)
         elif self.mode == "sandbox":
             call = self._call or self._prepare_sandbox()
-            result = self.pool.evaluate(call, input_data, timeout=self.timeout)
+            result = self.pool.evaluate(call, input_data, timeout=limit)
         else:
-            result = self._remote("execute", {"input_data": input_data})
+            result = self._remote("execute", {"input_data": input_data}, limit)
         if self._output_validator is not None:
             _check_schema(self._output_validator, result, PolicyErrorCode.BAD_OUTPUT, "output")
         return result
 
-    def execute_mgmt_command(self, action: str, data: Any = None) -> Any:
+    def execute_mgmt_command(
+        self, action: str, data: Any = None, *, timeout: float | None = None
+    ) -> Any:
         """``management(action, data)`` of the policy."""
+        limit = self.timeout if timeout is None else timeout
         if self.mode == "local":
             return (self._loaded or self._load_local()).management(action, data)
         if self.mode == "sandbox":
             call = self._call or self._prepare_sandbox()
-            return self.pool.management(call, action, data, timeout=self.timeout)
-        return self._remote("mgmt", {"action": action, "data": data})
+            return self.pool.management(call, action, data, timeout=limit)
+        return self._remote("mgmt", {"action": action, "data": data}, limit)
 
-    async def aexecute_policy_rule(self, input_data: Any) -> Any:
+    async def aexecute_policy_rule(self, input_data: Any, *, timeout: float | None = None) -> Any:
         """``execute_policy_rule`` for asyncio code (runs in a thread, never on the loop)."""
-        return await asyncio.to_thread(self.execute_policy_rule, input_data)
+        return await asyncio.to_thread(self.execute_policy_rule, input_data, timeout=timeout)
 
-    async def aexecute_mgmt_command(self, action: str, data: Any = None) -> Any:
-        return await asyncio.to_thread(self.execute_mgmt_command, action, data)
+    async def aexecute_mgmt_command(
+        self, action: str, data: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        return await asyncio.to_thread(self.execute_mgmt_command, action, data, timeout=timeout)
 
     # -- modes -----------------------------------------------------------------------------------
 
@@ -525,7 +534,7 @@ class LocalPolicyEvaluator:
             f"cannot find policy executor {self.executor_id!r}: the resolver has no executors",
         )
 
-    def _remote(self, endpoint: str, payload: dict[str, Any]) -> Any:
+    def _remote(self, endpoint: str, payload: dict[str, Any], timeout: float | None) -> Any:
         for name, value in self.settings.items():
             if callable(value) or not isinstance(
                 value, dict | list | str | int | float | bool | type(None)
@@ -544,12 +553,13 @@ class LocalPolicyEvaluator:
             "parameters": self.parameters,
             **payload,
         }
-        if self.timeout is not None:
-            body["timeout"] = self.timeout
+        if timeout is not None:
+            body["timeout"] = timeout
         headers = {}
         if os.environ.get(API_KEY_ENV):
             headers[API_KEY_HEADER] = os.environ[API_KEY_ENV]
-        http_timeout = (self.timeout or 30.0) + 10.0
+        # The executor enforces the policy's limit; this only bounds a hung network.
+        http_timeout = (timeout or 30.0) + 10.0
         url = f"{base}/{endpoint}"
         status, reply = _http_json(
             url, method="POST", body=body, headers=headers, timeout=http_timeout

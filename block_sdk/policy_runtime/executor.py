@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -45,7 +46,6 @@ from block_sdk.policy_runtime.sandbox import (
     AsyncSandboxPool,
     SandboxCall,
     SandboxConfig,
-    SandboxLimits,
     SandboxPool,
 )
 
@@ -159,9 +159,9 @@ class PolicyExecutorService:
                 )
             else:
                 evaluator = await asyncio.to_thread(self._registry_evaluator, body)
-                if self._timeout(body):
-                    evaluator.timeout = self._timeout(body)
-                result = await evaluator.aexecute_policy_rule(body.get("input_data"))
+                result = await evaluator.aexecute_policy_rule(
+                    body.get("input_data"), timeout=self._timeout(body)
+                )
         except _ArchiveRequired as exc:
             return exc.response()
         log.debug("executor_execute uri=%s", body["policy_rule_uri"])
@@ -181,7 +181,9 @@ class PolicyExecutorService:
                 )
             else:
                 evaluator = await asyncio.to_thread(self._registry_evaluator, body)
-                result = await evaluator.aexecute_mgmt_command(action, data)
+                result = await evaluator.aexecute_mgmt_command(
+                    action, data, timeout=self._timeout(body)
+                )
         except _ArchiveRequired as exc:
             return exc.response()
         return _http.result_response(result)
@@ -245,22 +247,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_service(args: argparse.Namespace) -> PolicyExecutorService:
+    """The service configured from the environment, with command-line flags on top."""
     base = SandboxConfig.from_env()
-    limits = base.limits
-    limits = SandboxLimits(
-        timeout=args.timeout or limits.timeout,
-        cpu_seconds=args.cpu_seconds or limits.cpu_seconds,
-        memory_mb=args.memory_mb or limits.memory_mb,
-        max_file_mb=limits.max_file_mb,
-        max_open_files=limits.max_open_files,
-        max_result_bytes=limits.max_result_bytes,
-    )
-    config = SandboxConfig(
+    flags = {"timeout": args.timeout, "cpu_seconds": args.cpu_seconds, "memory_mb": args.memory_mb}
+    limits = replace(base.limits, **{k: v for k, v in flags.items() if v})
+    config = replace(
+        base,
         workers=args.workers or base.workers,
         max_queue=args.max_queue or base.max_queue,
         limits=limits,
-        max_calls_per_worker=base.max_calls_per_worker,
-        run_as_user=base.run_as_user,
     )
     cache = PolicyCache(args.cache_dir) if args.cache_dir else None
     pool = SandboxPool(config, cache=cache)

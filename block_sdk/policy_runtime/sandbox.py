@@ -40,7 +40,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from block_sdk.policy_runtime import protocol
+from block_sdk.policy_runtime import _procs, protocol
 from block_sdk.policy_runtime.cache import PolicyCache, get_default_cache
 from block_sdk.policy_runtime.errors import PolicyError, PolicyErrorCode
 from block_sdk.policy_runtime.loader import describe_exception
@@ -56,6 +56,7 @@ _SECRET_NAMES = frozenset(
 )
 _SECRET_PREFIXES = ("AWS_", "AZURE_", "GOOGLE_", "GCP_", "KUBE", "PG", "DJANGO_", "SENTRY_")
 _PASSTHROUGH_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ")
+_DEATH_CHECK_INTERVAL = 0.1
 
 
 def is_secret_env_name(name: str) -> bool:
@@ -107,6 +108,9 @@ class SandboxLimits:
     max_file_mb: int = 64  # largest file a worker may write (RLIMIT_FSIZE)
     max_open_files: int = 256  # RLIMIT_NOFILE
     max_result_bytes: int = 16 * _MiB  # one encoded reply
+    # RLIMIT_NPROC counts every process of the worker's *user*, so it only means something with
+    # SandboxConfig.run_as_user (a user of its own), and root ignores it. 0 = not set.
+    max_processes: int = 0
 
     @classmethod
     def from_env(cls) -> SandboxLimits:
@@ -119,6 +123,7 @@ class SandboxLimits:
             max_file_mb=int(_env_number("AIOS_POLICY_SANDBOX_MAX_FILE_MB", d.max_file_mb)),
             max_open_files=int(_env_number("AIOS_POLICY_SANDBOX_MAX_OPEN_FILES", d.max_open_files)),
             max_result_bytes=d.max_result_bytes,
+            max_processes=int(_env_number("AIOS_POLICY_SANDBOX_MAX_PROCESSES", d.max_processes)),
         )
 
 
@@ -188,12 +193,7 @@ class _WorkerHandle:
 
     def kill(self) -> None:
         """Kill the worker and everything it started, then remove its directory."""
-        with contextlib.suppress(Exception):
-            import psutil
-
-            for child in psutil.Process(self.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
+        _procs.kill_tree(self.pid, include_root=False)
         # The worker leads its own session: this reaches children that kept its process group.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)
@@ -309,6 +309,7 @@ class SandboxPool:
             "cpu_seconds": limits.cpu_seconds,
             "file_bytes": int(limits.max_file_mb * _MiB),
             "open_files": limits.max_open_files,
+            "max_processes": limits.max_processes,
             "max_result_bytes": limits.max_result_bytes,
             "max_instances": self.config.max_instances_per_worker,
             "recycle_after": self.config.max_calls_per_worker,
@@ -532,11 +533,17 @@ class SandboxPool:
             conn.send_bytes(raw)
             while True:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not conn.poll(remaining):
+                if remaining <= 0:
                     raise PolicyError(
                         PolicyErrorCode.TIMEOUT,
                         f"policy {call.uri} did not return within {limit:g}s",
                     )
+                # Wait in slices: a dead worker's forked children may keep the socket open, so
+                # EOF alone cannot be trusted to tell us the worker is gone.
+                if not conn.poll(min(remaining, _DEATH_CHECK_INTERVAL)):
+                    if not worker.alive():
+                        raise EOFError("worker exited")
+                    continue
                 try:
                     reply = protocol.loads(conn.recv_bytes(max_bytes))
                 except OSError as exc:

@@ -73,6 +73,14 @@ class AIOSv1PolicyRule:
                     os._exit(0)
                 pids.append(pid)
             return {"children": pids}
+        if op == "fork_then_exit":
+            pid = os.fork()
+            if pid == 0:
+                time.sleep(60)
+                os._exit(0)
+            with open(input_data["pid_file"], "w") as fh:
+                fh.write(str(pid))
+            os._exit(9)
         if op == "environ":
             with open("/proc/self/environ", "rb") as fh:
                 raw = fh.read().decode("utf-8", "replace")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pwd
 import shutil
 import stat
 import subprocess
@@ -175,6 +176,20 @@ def test_forked_children_are_killed_after_the_call(
         return True
 
     assert wait_for(all_gone, 5)
+    _assert_pool_answers(pool, call)
+
+
+def test_worker_exit_is_reported_promptly_even_if_its_children_hold_the_socket(
+    pool: SandboxPool, call: SandboxCall, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "child.pid"
+    err, elapsed = _error(
+        lambda: pool.evaluate(call, {"op": "fork_then_exit", "pid_file": str(pid_file)})
+    )
+    assert err.code == PolicyErrorCode.EXCEPTION
+    assert "exit status 9" in err.message
+    assert elapsed < TEST_TIMEOUT / 2
+    assert wait_for(lambda: _zombie(int(pid_file.read_text())), 5)
     _assert_pool_answers(pool, call)
 
 
@@ -447,9 +462,12 @@ def _python_for_other_users() -> str | None:
 def test_workers_can_run_as_an_unprivileged_user(
     world_readable_cache: PolicyCache, behaviour: BuiltPolicy
 ) -> None:
+    nobody = pwd.getpwnam("nobody").pw_uid
+    already = sum(1 for p in psutil.process_iter(["uids"]) if p.info["uids"].real == nobody)
     config = SandboxConfig(
         workers=1,
-        limits=SandboxLimits(timeout=TEST_TIMEOUT, memory_mb=512),
+        # RLIMIT_NPROC is per user: the worker plus two children fit, five do not.
+        limits=SandboxLimits(timeout=TEST_TIMEOUT, memory_mb=512, max_processes=already + 3),
         run_as_user="nobody",
         python_executable=_python_for_other_users(),
     )
@@ -457,5 +475,9 @@ def test_workers_can_run_as_an_unprivileged_user(
         call = dropped.prepare(URI, behaviour.sha256, behaviour.data)
         assert dropped.evaluate(call, {"op": "parent_environ"}) == {"denied": "PermissionError"}
         pid = dropped.worker_pids()[0]
-        assert psutil.Process(pid).uids().real != 0
+        assert psutil.Process(pid).uids().real == nobody
+        err, _ = _error(lambda: dropped.evaluate(call, {"op": "fork"}))
+        assert err.code == PolicyErrorCode.EXCEPTION
+        assert err.message.startswith("BlockingIOError")
+        assert dropped.evaluate(call, {"op": "echo", "value": 1})["echo"] == 1
     assert stat.S_IMODE(world_readable_cache.root.stat().st_mode) == 0o755
