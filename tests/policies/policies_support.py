@@ -32,7 +32,7 @@ class AIOSv1PolicyRule:
         raise ValueError(f"unknown action {action}")
 '''
 
-ECHO_POLICY = '''
+ECHO_POLICY = """
 class AIOSv1PolicyRule:
     def __init__(self, rule_id, settings, parameters):
         self.rule_id = rule_id
@@ -44,10 +44,10 @@ class AIOSv1PolicyRule:
 
     def management(self, action, data):
         return {"action": action, "data": data}
-'''
+"""
 
 # Behaviour chosen by input_data["op"]: one archive covers every bad case of issue 3.
-BEHAVIOUR_POLICY = '''
+BEHAVIOUR_POLICY = """
 import os
 import time
 
@@ -84,7 +84,7 @@ class AIOSv1PolicyRule:
             time.sleep(float(input_data.get("seconds", 0.1)))
             return {"slept": True}
         raise KeyError(op)
-'''
+"""
 
 ARITHMETIC_POLICY = '''
 class AIOSv1PolicyRule:
