@@ -1,4 +1,9 @@
-from rest_framework.routers import DefaultRouter
+"""The parser task log under /api/v1/parser-tasks/ (mounted by apps/parser/urls.py)."""
 
-router = DefaultRouter()
+from rest_framework.routers import SimpleRouter
+
+from apps.parser.api.views import ParserTaskViewSet
+
+router = SimpleRouter()
+router.register("parser-tasks", ParserTaskViewSet, basename="parser-task")
 urlpatterns = router.urls

@@ -284,7 +284,7 @@ class ContainerRegistrySerializer(serializers.ModelSerializer):
         return super().create(validated_data)
 
 
-class HealthSerializer(serializers.Serializer):
+class UrlHealthSerializer(serializers.Serializer):
     healthy = serializers.BooleanField()
     url = serializers.CharField()
     status_code = serializers.IntegerField(required=False)

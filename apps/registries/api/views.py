@@ -157,7 +157,7 @@ class ContainerRegistryViewSet(UUIDLookupMixin, RegistryViewSet):
 
     @extend_schema(
         summary="Check the public URL answers (real HTTP GET, short timeout)",
-        responses=s.HealthSerializer,
+        responses=s.UrlHealthSerializer,
     )
     @action(detail=True, methods=["get"], permission_classes=[IsAuthenticated])
     def health(self, request: Request, container_registry_id: str | None = None) -> Response:
@@ -175,7 +175,7 @@ class AssetRegistryViewSet(UUIDLookupMixin, RegistryViewSet):
     query_fields = queries.ASSET_REGISTRY_FIELDS
     lookup_url_kwarg = "asset_registry_id"
 
-    @extend_schema(summary="Check the asset DB's public URL answers", responses=s.HealthSerializer)
+    @extend_schema(summary="Check the asset DB's public URL answers", responses=s.UrlHealthSerializer)
     @action(detail=True, methods=["get"], permission_classes=[IsAuthenticated])
     def health(self, request: Request, asset_registry_id: str | None = None) -> Response:
         registry = self.get_object()
