@@ -75,6 +75,7 @@ class DataPlane:
         self.log_dir = log_dir
         self.block_id = block_id
         self.keys = BlockKeys(block_id)
+        self.events_stream = f"{self.keys.base}:events"  # per test, removed with the keys
         self.redis = redis.Redis.from_url(redis_url, socket_timeout=5)
         self.executor: Proc | None = None
         self.instances: dict[str, Proc] = {}
@@ -138,6 +139,7 @@ class DataPlane:
             "AIOS_INSTANCE_HTTP_PORT": str(http_port),
             "BLOCK_INIT_PARAMETERS": json.dumps(parameters or {}),
             "BLOCK_INIT_DATA": json.dumps(init_data or {}),
+            "AIOS_EVENTS_STREAM": self.events_stream,
             **(env or {}),
         }
         if register:
@@ -156,8 +158,11 @@ class DataPlane:
             status, body = self.http("GET", "/health")
             return status == 200 and want <= set(body["instances"])
 
-        logs = " | ".join(p.process.log_text()[-300:] for p in self.instances.values())
-        wait_until(ready, timeout, f"instances {sorted(want)} to be live ({logs})")
+        try:
+            wait_until(ready, timeout, f"instances {sorted(want)} to be live")
+        except TimeoutError as exc:
+            logs = " | ".join(p.process.log_text()[-400:] for p in self.instances.values())
+            raise TimeoutError(f"{exc}; instance logs: {logs}") from None
 
     def wait_gone(self, instance_id: str, timeout: float = 15.0) -> None:
         wait_until(
