@@ -40,6 +40,7 @@ _EXPORTS = {
     "get_default_pool": "sandbox",
     "set_default_pool": "sandbox",
     "PolicyCallbackError": "protocol",
+    "expose": "protocol",
     # evaluator and resolvers
     "LocalPolicyEvaluator": "evaluator",
     "PolicyRecord": "evaluator",
@@ -78,6 +79,7 @@ __all__ = [
     "SandboxLimits",
     "SandboxPool",
     "canonical_json",
+    "expose",
     "extract_archive",
     "get_default_cache",
     "get_default_loader",
@@ -141,7 +143,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         canonical_json,
         get_default_loader,
     )
-    from block_sdk.policy_runtime.protocol import PolicyCallbackError
+    from block_sdk.policy_runtime.protocol import PolicyCallbackError, expose
     from block_sdk.policy_runtime.sandbox import (
         AsyncSandboxPool,
         SandboxCall,

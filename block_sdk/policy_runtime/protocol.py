@@ -11,6 +11,7 @@ proxies that call back to the parent over the same connection, during a call onl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from typing import Any
@@ -36,26 +37,53 @@ def loads(raw: bytes) -> dict[str, Any]:
     return message
 
 
-def _public_methods(value: Any) -> list[str]:
-    names = []
-    for name in dir(value):
-        if name.startswith("_"):
-            continue
-        try:
-            attr = getattr(value, name)
-        except Exception:  # noqa: S112 - a property that raises is simply not a helper
-            continue
-        if callable(attr):
-            names.append(name)
-    return names
+HELPER_METHODS_ATTR = "__aios_helper_methods__"
+
+
+class ExposedHelper:
+    """Wraps an object so that a sandboxed policy may call exactly the named methods of it."""
+
+    def __init__(self, target: Any, methods: tuple[str, ...]) -> None:
+        missing = [m for m in methods if not callable(getattr(target, m, None))]
+        if missing:
+            raise ValueError(f"{type(target).__name__} has no callable {', '.join(missing)}")
+        self._target = target
+        self.__aios_helper_methods__ = methods
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.__dict__.get(HELPER_METHODS_ATTR, ()):
+            return getattr(self._target, name)
+        raise AttributeError(name)
+
+
+def expose(target: Any, *methods: str) -> ExposedHelper:
+    """Mark which methods of a client object a sandboxed policy may call back.
+
+    ``settings={"cluster_client": expose(client, "get_cluster", "query_clusters")}``. Classes
+    may instead declare ``__aios_helper_methods__ = ("get_cluster", ...)`` themselves. Nothing
+    else of the object is reachable from the sandbox (no ``save()``, ``delete()``...).
+    """
+    return ExposedHelper(target, tuple(methods))
+
+
+def _declared_methods(value: Any) -> tuple[str, ...] | None:
+    declared = getattr(value, HELPER_METHODS_ATTR, None)
+    if declared is None or isinstance(declared, str):
+        return None
+    return tuple(str(m) for m in declared)
 
 
 def encode_settings(settings: Any) -> tuple[Any, dict[str, Callable[..., Any]]]:
     """Split settings into a JSON document and the helpers it references by path.
 
-    A callable becomes ``{"__aios_callback__": "<path>"}``. Any other non-JSON object becomes
-    ``{"__aios_object__": "<path>", "methods": [...]}`` exposing its public methods, each
-    registered as the callback ``"<path>.<method>"``.
+    - JSON values pass as they are (tuples become lists);
+    - a function or other callable becomes ``{"__aios_callback__": "<path>"}``;
+    - an object that declares ``__aios_helper_methods__`` (or is wrapped by ``expose()``)
+      becomes ``{"__aios_object__": "<path>", "methods": [...]}``, each method registered as the
+      callback ``"<path>.<method>"``;
+    - a dataclass instance is sent as a snapshot of its fields;
+    - anything else is refused (``bad_input``): the sandbox never guesses which methods of an
+      arbitrary object are safe to call.
     """
     callbacks: dict[str, Callable[..., Any]] = {}
 
@@ -66,19 +94,22 @@ def encode_settings(settings: Any) -> tuple[Any, dict[str, Callable[..., Any]]]:
             return {str(k): walk(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
         if isinstance(value, list | tuple):
             return [walk(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        if callable(value):
+        methods = _declared_methods(value)
+        if methods is not None:
+            for name in methods:
+                callbacks[f"{path}.{name}"] = getattr(value, name)
+            return {OBJECT_MARK: path, OBJECT_METHODS: list(methods)}
+        if callable(value) and not isinstance(value, type):
             callbacks[path] = value
             return {CALLBACK_MARK: path}
-        methods = _public_methods(value)
-        if not methods:
-            raise PolicyError(
-                PolicyErrorCode.BAD_INPUT,
-                f"settings[{path!r}] is a {type(value).__name__}: neither JSON nor a helper with "
-                "methods, so it cannot be passed to a sandboxed policy",
-            )
-        for name in methods:
-            callbacks[f"{path}.{name}"] = getattr(value, name)
-        return {OBJECT_MARK: path, OBJECT_METHODS: methods}
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return walk(dataclasses.asdict(value), path)
+        raise PolicyError(
+            PolicyErrorCode.BAD_INPUT,
+            f"settings[{path!r}] is a {type(value).__name__}: not JSON, not a function, and it "
+            "declares no helper methods; wrap it with expose(obj, 'method', ...) to let a "
+            "sandboxed policy call it",
+        )
 
     return walk(settings, ""), callbacks
 

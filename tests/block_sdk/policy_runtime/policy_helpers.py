@@ -106,6 +106,12 @@ class AIOSv1PolicyRule:
         if op == "client":
             client = self.settings["client"]
             return {"cluster": client.get_cluster(input_data.get("id")), "n": client.count()}
+        if op == "call_method":
+            try:
+                getattr(self.settings["client"], input_data["name"])()
+            except AttributeError as exc:
+                return {"missing": type(exc).__name__}
+            return {"called": True}
         if op == "helper_fails":
             try:
                 self.settings["lookup"]("missing")

@@ -23,6 +23,7 @@ import pytest
 
 from block_sdk.policy_runtime.cache import PolicyCache
 from block_sdk.policy_runtime.errors import PolicyError, PolicyErrorCode
+from block_sdk.policy_runtime.protocol import expose
 from block_sdk.policy_runtime.sandbox import (
     AsyncSandboxPool,
     SandboxCall,
@@ -321,6 +322,8 @@ def test_load_errors_in_the_sandbox(
 class ClusterClient:
     """A client object with methods, like the ones hooks inject into settings."""
 
+    __aios_helper_methods__ = ("get_cluster", "count")
+
     def __init__(self) -> None:
         self.calls: list[str] = []
 
@@ -330,6 +333,9 @@ class ClusterClient:
 
     def count(self) -> int:
         return len(self.calls)
+
+    def delete_everything(self) -> None:
+        raise AssertionError("must never be reachable from the sandbox")
 
 
 def test_settings_helpers_are_called_back_in_the_parent(
@@ -359,6 +365,36 @@ def test_settings_helpers_are_called_back_in_the_parent(
     assert "KeyError" in failed["message"]
     assert seen_pids == [parent_pid, parent_pid]
     assert client.calls == ["c1"]
+
+
+def test_only_declared_or_exposed_methods_of_objects_are_reachable(
+    pool: SandboxPool, behaviour: BuiltPolicy
+) -> None:
+    class Plain:
+        def get_cluster(self, cluster_id: str) -> dict[str, Any]:
+            return {"id": cluster_id, "plain": True}
+
+        def count(self) -> int:
+            return 0
+
+        def delete_everything(self) -> None:
+            raise AssertionError("unreachable")
+
+    with pytest.raises(PolicyError) as excinfo:
+        pool.prepare(URI, behaviour.sha256, behaviour.data, {"client": Plain()})
+    assert excinfo.value.code == PolicyErrorCode.BAD_INPUT
+    assert "expose(" in excinfo.value.message
+
+    call = pool.prepare(
+        URI, behaviour.sha256, behaviour.data, {"client": expose(Plain(), "get_cluster", "count")}
+    )
+    assert pool.evaluate(call, {"op": "client", "id": "c9"}) == {
+        "cluster": {"id": "c9", "plain": True},
+        "n": 0,
+    }
+    assert pool.evaluate(call, {"op": "call_method", "name": "delete_everything"}) == {
+        "missing": "AttributeError"
+    }
 
 
 def test_helpers_can_be_used_in_init(pool: SandboxPool, policy_source) -> None:
@@ -481,3 +517,31 @@ def test_workers_can_run_as_an_unprivileged_user(
         assert err.message.startswith("BlockingIOError")
         assert dropped.evaluate(call, {"op": "echo", "value": 1})["echo"] == 1
     assert stat.S_IMODE(world_readable_cache.root.stat().st_mode) == 0o755
+
+
+def test_settings_encoding_snapshots_data_and_refuses_the_unknown() -> None:
+    from dataclasses import dataclass
+
+    from block_sdk.policy_runtime.protocol import CALLBACK_MARK, encode_settings
+
+    @dataclass
+    class BlockData:
+        block_id: str
+        instances: tuple[str, ...]
+
+    def get_metrics() -> dict[str, Any]:
+        return {}
+
+    encoded, callbacks = encode_settings(
+        {"block_data": BlockData("b1", ("i1", "i2")), "get_metrics": get_metrics, "n": (1, 2)}
+    )
+    assert encoded == {
+        "block_data": {"block_id": "b1", "instances": ["i1", "i2"]},
+        "get_metrics": {CALLBACK_MARK: "get_metrics"},
+        "n": [1, 2],
+    }
+    assert callbacks == {"get_metrics": get_metrics}
+    for bad in ({1, 2}, BlockData, object()):
+        with pytest.raises(PolicyError) as excinfo:
+            encode_settings({"bad": bad})
+        assert excinfo.value.code == PolicyErrorCode.BAD_INPUT
