@@ -108,10 +108,7 @@ async def serve(app: web.Application, host: str, port: int, service: str) -> Non
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    bound = port
-    server = getattr(site, "_server", None)
-    if server is not None and server.sockets:
-        bound = server.sockets[0].getsockname()[1]
+    bound = runner.addresses[0][1] if runner.addresses else port  # the real one for --port 0
     print(  # the CLI contract: one JSON line on stdout when ready
         json.dumps({"event": "ready", "service": service, "host": host, "port": bound}),
         flush=True,

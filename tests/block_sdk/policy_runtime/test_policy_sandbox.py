@@ -247,14 +247,14 @@ def test_cpu_time_limit_ends_a_busy_policy(
     shared_cache: PolicyCache, behaviour: BuiltPolicy
 ) -> None:
     config = SandboxConfig(
-        workers=1, limits=SandboxLimits(timeout=10, cpu_seconds=1, memory_mb=512)
+        workers=1, limits=SandboxLimits(timeout=30, cpu_seconds=1, memory_mb=512)
     )
     with SandboxPool(config, cache=shared_cache) as cpu_pool:
         call = cpu_pool.prepare(URI, behaviour.sha256, behaviour.data)
         err, elapsed = _error(lambda: cpu_pool.evaluate(call, {"op": "loop"}))
         assert err.code == PolicyErrorCode.TIMEOUT
         assert "CPU time limit of 1s" in err.message
-        assert elapsed < 5
+        assert elapsed < 20  # the wall clock (30 s) is not what ended it
         assert cpu_pool.evaluate(call, {"op": "echo", "value": "ok"})["echo"] == "ok"
 
 
