@@ -1,0 +1,1 @@
+"""numpy example: a tiny MLP with fixed, seeded weights, served as a block."""

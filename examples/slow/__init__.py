@@ -1,0 +1,1 @@
+"""Slow example: sleeps a configurable time per request, for autoscaling demos."""
