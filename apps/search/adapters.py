@@ -65,13 +65,24 @@ def model_query_fields(model: type[models.Model]) -> QueryFields:
     return QueryFields(fields=fields, json_fields=json_fields)
 
 
+class _Encoder(DjangoJSONEncoder):
+    def default(self, o: Any) -> Any:
+        try:
+            return super().default(o)
+        except TypeError:
+            return str(o)  # files, ranges, anything else: their text form
+
+
 def model_document(obj: models.Model) -> dict[str, Any]:
     """The columns of a row as JSON-safe values (``id`` is always present)."""
     data: dict[str, Any] = {}
     for field in obj._meta.concrete_fields:
-        data[field.attname] = getattr(obj, field.attname)
+        value = getattr(obj, field.attname)
+        if isinstance(field, models.FileField):
+            value = value.name if value else ""
+        data[field.attname] = value
     data.setdefault("id", obj.pk)
-    return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
+    return json.loads(json.dumps(data, cls=_Encoder))
 
 
 def register_model_default(match_type: str, model: type[models.Model]) -> bool:

@@ -206,19 +206,17 @@ def _fk_relations(
     model = _model_of(entity)
     if model is None:
         return []
-    by_model = {}
+    by_model: dict[Any, list[str]] = {}
     for other in entities.values():
         other_model = _model_of(other) if other is not entity else None
         if other_model is not None:
-            by_model.setdefault(other_model, other.match_type)
+            by_model.setdefault(other_model, []).append(other.match_type)
     found: list[Relation] = []
     for model_field in model._meta.get_fields():
         related = getattr(model_field, "related_model", None)
-        if related is None or related not in by_model:
-            continue
-        target = by_model[related]
-        if model_field.many_to_one and model_field.concrete:
-            found.append(Relation(target, model_field.attname, "pk"))
-        elif model_field.one_to_many and target.endswith("Metrics"):
-            found.append(Relation(target, "pk", model_field.field.attname))
+        for target in by_model.get(related, ()):
+            if model_field.many_to_one and model_field.concrete:
+                found.append(Relation(target, model_field.attname, "pk"))
+            elif model_field.one_to_many and target.endswith("Metrics"):
+                found.append(Relation(target, "pk", model_field.field.attname))
     return found
