@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import resource
+import shutil
 import signal
 import sys
 import threading
@@ -72,11 +73,15 @@ def _become_subreaper() -> None:
         libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
 
 
-def _watch_parent(parent_pid: int) -> None:
-    # A worker stuck in policy code never reads EOF from its socket; this still ends it.
+def _watch_parent(parent_pid: int, home: str | None) -> None:
+    # A worker stuck in policy code never reads EOF from its socket; this still ends it, and
+    # removes the private folder the vanished parent can no longer clean up.
     while True:
         time.sleep(1.0)
         if os.getppid() != parent_pid:
+            _kill_children()
+            if home:
+                shutil.rmtree(home, ignore_errors=True)
             os._exit(0)
 
 
@@ -296,7 +301,8 @@ def main(argv: list[str] | None = None) -> None:
     parent_pid = os.getppid()
     _apply_limits(config)
     _become_subreaper()
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    home = config.get("home")
+    threading.Thread(target=_watch_parent, args=(parent_pid, home), daemon=True).start()
     conn = Connection(args.fd)
     worker = Worker(conn, config)
     try:

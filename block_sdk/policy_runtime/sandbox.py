@@ -222,7 +222,7 @@ class SandboxPool:
         self._waiting = 0
         self._closed = False
         self._ids = itertools.count(1)
-        self._prepared: dict[str, Any] = {}
+        self._respawns: set[threading.Thread] = set()
         self._pid = os.getpid()
         self.stats = {"calls": 0, "errors": 0, "spawned": 0, "killed": 0}
         _live_pools.add(self)
@@ -304,6 +304,7 @@ class SandboxPool:
         home = Path(tempfile.mkdtemp(prefix="aios-policy-worker-"))
         limits = self.config.limits
         worker_config = {
+            "home": str(home),
             "cache_root": str(self.cache.root),
             "memory_bytes": int(limits.memory_mb * _MiB),
             "cpu_seconds": limits.cpu_seconds,
@@ -464,15 +465,20 @@ class SandboxPool:
                 log.warning("sandbox_worker_respawn_failed error=%s", describe_exception(exc))
                 with self._cond:
                     self._live -= 1
+                    self._respawns.discard(threading.current_thread())
                     self._cond.notify()
                 return
             self._checkin(fresh)
+            with self._cond:
+                self._respawns.discard(threading.current_thread())
 
         with self._cond:
             if self._closed:
                 self._live -= 1
                 return
-        threading.Thread(target=respawn, name="aios-sandbox-respawn", daemon=True).start()
+            thread = threading.Thread(target=respawn, name="aios-sandbox-respawn", daemon=True)
+            self._respawns.add(thread)
+        thread.start()
 
     # -- the call loop --------------------------------------------------------------------------
 
@@ -664,9 +670,15 @@ class SandboxPool:
             idle, self._idle = self._idle, []
             self._live -= len(idle)
             self._cond.notify_all()
+            respawns = list(self._respawns)
         for worker in idle:
             worker.kill()
             worker.cleanup()
+        # A replacement still starting would be orphaned at interpreter exit: let it land (it is
+        # killed on check-in, since the pool is closed).
+        deadline = time.monotonic() + self.config.start_timeout
+        for thread in respawns:
+            thread.join(max(0.0, deadline - time.monotonic()))
         _live_pools.discard(self)
 
     def __enter__(self) -> SandboxPool:
