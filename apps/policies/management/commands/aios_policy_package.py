@@ -23,6 +23,11 @@ from block_sdk.policy_runtime.errors import PolicyError
 class Command(BaseCommand):
     help = "Package a policy folder as a .tar.gz archive and optionally register it."
 
+    def add_base_argument(self, parser, *args, **kwargs) -> None:
+        # --version is the policy's version here, not Django's.
+        if "--version" not in args:
+            super().add_base_argument(parser, *args, **kwargs)
+
     def add_arguments(self, parser) -> None:
         parser.add_argument("folder", help="a folder holding code/function.py (or function.py)")
         parser.add_argument("--name", required=True)
@@ -35,8 +40,8 @@ class Command(BaseCommand):
         )
         parser.add_argument("--description", default=None)
         parser.add_argument("--tags", default=None, help="comma-separated")
-        parser.add_argument("--parameters", default=None, help="default policy_parameters (JSON)")
-        parser.add_argument("--settings", default=None, help="default policy_settings (JSON)")
+        parser.add_argument("--default-parameters", default=None, help="policy_parameters (JSON)")
+        parser.add_argument("--default-settings", default=None, help="policy_settings (JSON)")
         parser.add_argument("--class-name", default=None)
         parser.add_argument("--owner", default=None, help="username owning the record")
 
@@ -88,12 +93,16 @@ class Command(BaseCommand):
             fields["tags"] = options["tags"]
         if options["class_name"]:
             fields["class_name"] = options["class_name"]
-        for option, field in (("parameters", "policy_parameters"), ("settings", "policy_settings")):
+        for option, field in (
+            ("default_parameters", "policy_parameters"),
+            ("default_settings", "policy_settings"),
+        ):
             if options[option]:
                 try:
                     fields[field] = json.loads(options[option])
                 except ValueError as exc:
-                    raise CommandError(f"--{option} is not JSON: {exc}") from None
+                    flag = option.replace("_", "-")
+                    raise CommandError(f"--{flag} is not JSON: {exc}") from None
         return fields
 
     @staticmethod
