@@ -411,6 +411,7 @@ class TritonServer:
                     if attempt < attempts and "address already in use" in exc.log_tail.lower():
                         log.warning("triton port taken, retrying", extra={"attempt": attempt})
                         continue
+                    self._release_files()
                     raise
             log.info(
                 "tritonserver ready",
@@ -459,14 +460,14 @@ class TritonServer:
                 raise TritonStartError(
                     f"tritonserver exited with code {code} before becoming ready "
                     f"(repository {self.model_repository})",
-                    self.logs(),
+                    self.failure_summary(),
                 )
             if self.is_ready(timeout_s=min(1.0, max(0.1, deadline - time.monotonic()))):
                 return
             time.sleep(READY_POLL_S)
         raise TritonStartError(
             f"tritonserver not ready within {timeout_s:.0f}s (repository {self.model_repository})",
-            self.logs(),
+            self.failure_summary(),
         )
 
     def is_alive(self) -> bool:
@@ -482,6 +483,19 @@ class TritonServer:
                 data = self.log_path.read_bytes()[-tail_chars:]
                 return data.decode("utf-8", "replace")
         return self._last_log[-tail_chars:]
+
+    def failure_summary(self, max_errors: int = 20, tail_chars: int = 1500) -> str:
+        """Triton's error lines (glog `E...` lines and `error:` lines) plus the log's end:
+        the reason a model failed to load sits before pages of status tables."""
+        text = self.logs(tail_chars=1_000_000)
+        errors = [
+            line
+            for line in text.splitlines()
+            if (line[:1] == "E" and line[1:5].isdigit()) or "error" in line.lower()[:80]
+        ]
+        summary = "\n".join(errors[-max_errors:])
+        tail = text[-tail_chars:]
+        return f"{summary}\n...\n{tail}" if summary else tail
 
     def _kill_group(self, grace_s: float) -> int | None:
         proc = self.proc
@@ -509,6 +523,18 @@ class TritonServer:
             proc.wait(timeout=5.0)
         return proc.returncode
 
+    def _release_files(self) -> None:
+        """Keep the log tail in memory, close the log, remove a work folder we created."""
+        if self.log_path is not None:
+            self._last_log = self.logs()
+            self.log_path = None
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+        if self._own_workdir and self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
     def stop(self, timeout_s: float | None = None) -> int | None:
         """Stop the server and every process of its group; returns its exit code."""
         with self._lock:
@@ -516,13 +542,7 @@ class TritonServer:
                 return None
             grace = timeout_s if timeout_s is not None else self.exit_timeout_s + 5
             code = self._kill_group(grace)
-            self._last_log = self.logs()
-            if self._log_file:
-                self._log_file.close()
-                self._log_file = None
-            if self._own_workdir and self.workdir is not None:
-                shutil.rmtree(self.workdir, ignore_errors=True)
-                self.workdir = None
+            self._release_files()
             log.info("tritonserver stopped", extra={"pid": self.proc.pid, "exit_code": code})
             return code
 
