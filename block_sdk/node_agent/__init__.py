@@ -1,0 +1,1 @@
+"""The Django-free parts of the node agent: process supervision and hardware metrics."""
