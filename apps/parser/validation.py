@@ -11,6 +11,7 @@ This module imports no models: registries (the spec store) use it too.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -303,8 +304,26 @@ CROSS_CHECKS: dict[str, Callable[[dict], list[tuple[list, str, str]]]] = {
 }
 
 
+def _normalize_component(values: dict) -> dict:
+    values = copy.deepcopy(values)
+    info = values.get("containerRegistryInfo")
+    if "componentMode" in values and (info is None or isinstance(info, dict)):
+        # Some examples put componentMode next to containerRegistryInfo.
+        info = info or {}
+        info.setdefault("componentMode", values.pop("componentMode"))
+        values["containerRegistryInfo"] = info
+    if isinstance(info, dict):
+        info.setdefault("componentMode", "aios")
+        for node in (info, info.get("initContainer")):
+            if isinstance(node, dict) and node.get("componentMode") == "third-party":
+                node["componentMode"] = "third_party"  # the AIOS example's spelling
+    return values
+
+
 def normalize_values(action: str, values: Any) -> Any:
     """Accepted spellings rewritten into the canonical form before validation."""
+    if action == "createComponent" and isinstance(values, dict):
+        values = _normalize_component(values)
     if action in VALUES_AT_BODY and isinstance(values, dict):
         rule = values.get("rankingPolicyRule")
         # The inference doc wraps the rule in an extra {"values": ...}.

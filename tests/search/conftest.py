@@ -6,6 +6,12 @@ from apps.search import registry
 
 
 @pytest.fixture(autouse=True)
+def fast_password_hasher(settings):
+    # The shared user fixtures hash a password per test; the default hasher is slow.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def isolated_registry():
     entities = dict(registry._entities)
     extras = {k: list(v) for k, v in registry._extra_relations.items()}
