@@ -34,6 +34,7 @@ from block_sdk.packet import (
 from block_sdk.protos import aios_packet_pb2 as pb
 from block_sdk.queues import (
     BlockKeys,
+    EnqueueBatcher,
     QueueEnvelope,
     QueueFull,
     QueueReply,
@@ -118,6 +119,7 @@ class Executor:
         cfg = self.config
         self.redis = connect(cfg.redis_url, max_connections=512)
         self.queues = RequestQueues(self.redis, self.keys)
+        self.batcher = EnqueueBatcher(self.queues, cfg.max_queue_length)
         self.demux = ReplyDemux(
             self.redis, self.reply_key, cfg.reply_block_s, on_orphan=self._on_orphan
         )
@@ -181,12 +183,9 @@ class Executor:
 
     async def _place(self, env: QueueEnvelope, iid: str) -> str:
         """Enqueue on `iid`; when its queue is full, on the least-loaded other one."""
-        payload = env.SerializeToString()
         try:
-            await self.queues.enqueue(iid, payload, self.config.max_queue_length)
-            return iid
-        except QueueFull:
-            pass
+            if await self.batcher.enqueue(iid, env.SerializeToString()):
+                return iid
         except (RedisError, OSError) as exc:
             raise DataPlaneError(UNAVAILABLE, f"redis unavailable: {exc}") from exc
         others = sorted(

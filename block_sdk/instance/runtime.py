@@ -47,6 +47,7 @@ from block_sdk.queues import (
     RequestQueues,
     connect,
     stage_completion,
+    stage_prefetch,
 )
 from block_sdk.routing import DefaultForwarder, Router
 
@@ -355,77 +356,95 @@ class Block:
                     "routing failed", extra={"request_id": env.request_id, "error": str(exc)}
                 )
 
-    async def _complete_async(self, work: _Work) -> None:
-        acks, routes = self._settle(work)
-        if routes:
-            await self._route_all(routes, work)
+    async def _complete_async(self, work: _Work | None, prefetch: bool = False) -> bytes | None:
+        """Reply + acknowledge; with `prefetch`, also take the next waiting request in the
+        same round trip (returned, already in the processing list)."""
         pipe = self.redis.pipeline(transaction=False)
-        stage_completion(pipe, self.keys.processing(self.config.instance_id), acks)
-        await pipe.execute()
+        if work is not None:
+            acks, routes = self._settle(work)
+            if routes:
+                await self._route_all(routes, work)
+            stage_completion(pipe, self.keys.processing(self.config.instance_id), acks)
+        if prefetch:
+            stage_prefetch(pipe, self.keys, self.config.instance_id)
+        if not len(pipe):
+            return None
+        res = await pipe.execute()
+        return res[-1] if prefetch else None
 
     async def _consume(self, worker: int) -> None:
         """asyncio consumer (AIOS_INSTANCE_IO=asyncio)."""
         cfg = self.config
         loop = asyncio.get_running_loop()
         backoff = 0.05
-        while not self._stopping.is_set():
+        item: bytes | None = None
+        while not self._stopping.is_set() or item is not None:
             try:
-                item = await self.queues.take(cfg.instance_id, cfg.take_timeout_s)
+                if item is None:
+                    item = await self.queues.take(cfg.instance_id, cfg.take_timeout_s)
+                    if item is None:
+                        continue
                 backoff = 0.05
+                work = await loop.run_in_executor(self._data_pool, self._execute, item)
+                item = None
+                item = await self._complete_async(work, prefetch=not self._stopping.is_set())
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
-                log.warning("take failed", extra={"worker": worker, "error": str(exc)})
+                # Unacknowledged work stays in the processing list; restart/sweep recovers it.
+                log.warning("redis error in consumer", extra={"worker": worker, "error": str(exc)})
+                item = None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
-                continue
-            if item is None:
-                continue
-            try:
-                work = await loop.run_in_executor(self._data_pool, self._execute, item)
-                if work is not None:
-                    await self._complete_async(work)
-            except asyncio.CancelledError:
-                raise
             except Exception:
-                # The item stays in the processing list; a restart or sweep recovers it.
                 log.exception("request handling failed", extra={"worker": worker})
+                item = None
 
     def _consume_thread(self, worker: int, loop: asyncio.AbstractEventLoop) -> None:
-        """Thread consumer (default): blocking take -> run -> reply+ack, sync Redis."""
+        """Thread consumer (default): blocking take -> run -> reply+ack, sync Redis. Under
+        load the ack of one request and the take of the next share one round trip."""
         cfg = self.config
         client = sync_redis.Redis.from_url(
             cfg.redis_url, socket_timeout=cfg.take_timeout_s + 10, socket_connect_timeout=5
         )
         queue, processing = self.keys.queue(cfg.instance_id), self.keys.processing(cfg.instance_id)
         backoff = 0.05
+        item: bytes | None = None
         try:
-            while not self._thread_stop.is_set():
+            while not self._thread_stop.is_set() or item is not None:
                 try:
-                    item = client.blmove(queue, processing, cfg.take_timeout_s, "RIGHT", "LEFT")
+                    if item is None:
+                        item = client.blmove(queue, processing, cfg.take_timeout_s, "RIGHT", "LEFT")
+                        if item is None:
+                            continue
                     backoff = 0.05
+                    work = self._execute(item)
+                    item = None
+                    pipe = client.pipeline(transaction=False)
+                    if work is not None:
+                        acks, routes = self._settle(work)
+                        if routes:
+                            # Routing uses the loop's async clients; ack only once it is done.
+                            asyncio.run_coroutine_threadsafe(
+                                self._route_all(routes, work), loop
+                            ).result(timeout=60)
+                        stage_completion(pipe, processing, acks)
+                    prefetch = not self._thread_stop.is_set()
+                    if prefetch:
+                        stage_prefetch(pipe, self.keys, cfg.instance_id)
+                    if len(pipe):
+                        res = pipe.execute()
+                        item = res[-1] if prefetch else None
                 except (RedisError, OSError) as exc:
-                    log.warning("take failed", extra={"worker": worker, "error": str(exc)})
+                    log.warning(
+                        "redis error in consumer", extra={"worker": worker, "error": str(exc)}
+                    )
+                    item = None
                     self._thread_stop.wait(backoff)
                     backoff = min(backoff * 2, 2.0)
-                    continue
-                if item is None:
-                    continue
-                try:
-                    work = self._execute(item)
-                    if work is None:
-                        continue
-                    acks, routes = self._settle(work)
-                    if routes:
-                        # Routing uses the loop's async clients; ack only once it is done.
-                        asyncio.run_coroutine_threadsafe(
-                            self._route_all(routes, work), loop
-                        ).result(timeout=60)
-                    pipe = client.pipeline(transaction=False)
-                    stage_completion(pipe, processing, acks)
-                    pipe.execute()
                 except Exception:
                     log.exception("request handling failed", extra={"worker": worker})
+                    item = None
         finally:
             client.close()
 

@@ -1,0 +1,273 @@
+"""Block hop benchmark: what the data plane adds on top of calling block code directly.
+
+One run prints, for a trivial block (examples.echo):
+  * p50/p99 latency of calling the class in-process (BlockTester, the baseline);
+  * p50/p99 through the executor (gRPC -> Redis queue -> instance -> reply) and the added
+    latency per hop (target: p50 <= 1 ms), for both instance I/O modes;
+  * one raw Redis LPUSH->BRPOP hop between two processes, for scale;
+  * throughput with 1, 2 and 4 instances (ratios against 1 instance).
+
+Needs a Redis (REDIS_URL, default redis://127.0.0.1:6379/0). Usage:
+    .venv/bin/python bench/block_hop.py [--requests 2000] [--seconds 3] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import grpc  # noqa: E402
+import redis  # noqa: E402
+
+from block_sdk.packet import make_block_packet  # noqa: E402
+from block_sdk.protos import aios_packet_pb2_grpc as pb_grpc  # noqa: E402
+from block_sdk.queues import BlockKeys  # noqa: E402
+from block_sdk.testing import BlockTester  # noqa: E402
+from examples.echo.block import EchoBlock  # noqa: E402
+
+ENTRY = "examples.echo.block:EchoBlock"
+PAYLOAD = {"text": "hello", "n": 1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+class Block:
+    """An executor plus instances of the echo block, as child processes."""
+
+    def __init__(self, redis_url: str, io_mode: str = "thread") -> None:
+        self.redis_url = redis_url
+        self.io_mode = io_mode
+        self.block_id = f"bench-{uuid.uuid4().hex[:8]}"
+        self.keys = BlockKeys(self.block_id)
+        self.r = redis.Redis.from_url(redis_url)
+        self.procs: list[subprocess.Popen] = []
+        self.grpc_port, self.http_port = free_port(), free_port()
+
+    def _spawn(self, argv: list[str], env: dict[str, str]) -> None:
+        self.procs.append(
+            subprocess.Popen(
+                [sys.executable, *argv],
+                cwd=ROOT,
+                env={**os.environ, "REDIS_URL": self.redis_url, "AIOS_LOG_LEVEL": "WARNING", **env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        )
+
+    def start(self, n_instances: int, registered: int | None = None) -> None:
+        for i in range(n_instances):
+            iid = f"i{i}"
+            if registered is None or i < registered:
+                self.r.hset(self.keys.instances, iid, "{}")
+            self._spawn(
+                ["-m", "block_sdk.instance", "--entrypoint", ENTRY],
+                {
+                    "BLOCK_ID": self.block_id,
+                    "INSTANCE_ID": iid,
+                    "AIOS_INSTANCE_HTTP_PORT": "0",
+                    "AIOS_INSTANCE_IO": self.io_mode,
+                },
+            )
+        config = {"watch_interval_s": 0.2, "lb_policy": "least_queue",
+                  "lb_parameters": {"session_stickiness": False}, "max_queue_length": 100000}  # fmt: skip
+        self._spawn(
+            ["-m", "block_sdk.executor", "--block-id", self.block_id,
+             "--grpc-port", str(self.grpc_port), "--http-port", str(self.http_port),
+             "--grpc-host", "127.0.0.1", "--http-host", "127.0.0.1",
+             "--config", json.dumps(config)],
+            {},
+        )  # fmt: skip
+        self.wait_alive(registered if registered is not None else n_instances)
+
+    def wait_alive(self, n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.http_port}/health"
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError, ValueError),
+                urllib.request.urlopen(url, timeout=1) as resp,
+            ):
+                if json.loads(resp.read())["instances_alive"] == n:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.block_id}: {n} live instances never showed up")
+
+    def set_live(self, n: int, total: int) -> None:
+        for i in range(total):
+            if i < n:
+                self.r.hset(self.keys.instances, f"i{i}", "{}")
+            else:
+                self.r.hdel(self.keys.instances, f"i{i}")
+        self.wait_alive(n)
+
+    def stop(self) -> None:
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        pattern = f"{self.keys.base}:*".replace("{", "\\{").replace("}", "\\}")
+        for key in self.r.scan_iter(match=pattern):
+            self.r.delete(key)
+
+
+def bench_direct(n: int) -> list[float]:
+    tester = BlockTester(EchoBlock)
+    for _ in range(200):
+        tester.run_packet(tester.packet(PAYLOAD))
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        tester.run_packet(tester.packet(PAYLOAD))
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def bench_latency(block: Block, n: int) -> list[float]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{block.grpc_port}")
+    stub = pb_grpc.BlockInferenceServiceStub(channel)
+    req = make_block_packet(PAYLOAD)
+    for _ in range(300):
+        stub.infer(req, timeout=10)
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        stub.infer(req, timeout=10)
+        out.append(time.perf_counter() - t)
+    channel.close()
+    return out
+
+
+async def _throughput(port: int, seconds: float, concurrency: int) -> tuple[int, int]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.BlockInferenceServiceStub(channel)
+        req = make_block_packet(PAYLOAD)
+        done = errors = 0
+        stop_at = time.monotonic() + seconds
+
+        async def worker() -> None:
+            nonlocal done, errors
+            while time.monotonic() < stop_at:
+                try:
+                    await stub.infer(req, timeout=10)
+                    done += 1
+                except grpc.aio.AioRpcError:
+                    errors += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return done, errors
+
+
+def bench_throughput(block: Block, seconds: float, concurrency: int) -> tuple[float, int]:
+    asyncio.run(_throughput(block.grpc_port, 1.0, concurrency))  # warm-up
+    done, errors = asyncio.run(_throughput(block.grpc_port, seconds, concurrency))
+    return done / seconds, errors
+
+
+def _hop_echo(url: str, a: str, b: str) -> None:
+    r = redis.Redis.from_url(url)
+    while True:
+        item = r.brpop([a], timeout=5)
+        if item is None:
+            return
+        r.lpush(b, item[1])
+
+
+def bench_redis_hop(url: str, n: int) -> list[float]:
+    a, b = f"bench:hop:{uuid.uuid4().hex}", f"bench:hop:{uuid.uuid4().hex}"
+    p = mp.get_context("spawn").Process(target=_hop_echo, args=(url, a, b), daemon=True)
+    p.start()
+    r = redis.Redis.from_url(url)
+    out = []
+    for i in range(n + 200):
+        t = time.perf_counter()
+        r.lpush(a, b"x")
+        r.brpop([b], timeout=5)
+        if i >= 200:
+            out.append((time.perf_counter() - t) / 2)  # two hops per round trip
+    p.terminate()
+    r.delete(a, b)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--requests", type=int, default=2000)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--concurrency", type=int, default=32)
+    args = ap.parse_args()
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis.Redis.from_url(url).ping()
+    print(f"block hop benchmark  cpus={os.cpu_count()}  redis={url}  requests={args.requests}")
+
+    direct = bench_direct(args.requests)
+    hop = bench_redis_hop(url, args.requests)
+    rows = [("direct in-process (BlockTester)", direct), ("one Redis LPUSH->BRPOP hop", hop)]
+    via: dict[str, list[float]] = {}
+    for mode in ("thread", "asyncio"):
+        block = Block(url, io_mode=mode)
+        try:
+            block.start(1)
+            via[mode] = bench_latency(block, args.requests)
+        finally:
+            block.stop()
+        rows.append((f"through executor, instance io={mode}", via[mode]))
+
+    print(f"\n{'latency':44s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean ms':>8s}")
+    for name, values in rows:
+        print(f"{name:44s} {pct(values, 50) * 1e3:8.3f} {pct(values, 99) * 1e3:8.3f} "
+              f"{statistics.fmean(values) * 1e3:8.3f}")  # fmt: skip
+    base = pct(direct, 50)
+    for mode, values in via.items():
+        added = (pct(values, 50) - base) * 1e3
+        verdict = "meets" if added <= 1.0 else "misses"
+        print(f"added per hop (io={mode}): p50 {added:.3f} ms ({verdict} the 1 ms target); "
+              f"ratio to direct {pct(values, 50) / base:.0f}x")  # fmt: skip
+
+    print(f"\nthroughput ({args.seconds:.0f}s, {args.concurrency} concurrent callers)")
+    block = Block(url, io_mode="thread")
+    results: dict[int, float] = {}
+    try:
+        block.start(4, registered=1)
+        for n in (1, 2, 4):
+            block.set_live(n, 4)
+            rps, errors = bench_throughput(block, args.seconds, args.concurrency)
+            results[n] = rps
+            print(f"  {n} instance(s): {rps:8.0f} req/s  ({results[n] / results[1]:.2f}x of 1)"
+                  f"{f'  errors={errors}' if errors else ''}")  # fmt: skip
+    finally:
+        block.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
