@@ -130,10 +130,10 @@ _SCHEMA_FIELDS = (
 
 def get_policy(policy_rule_uri: str) -> PolicyRule:
     """The rule with this URI, or ``NotFound``."""
-    rule = PolicyRule.objects.filter(policy_rule_uri=policy_rule_uri).first()
-    if rule is None:
-        raise runtime.not_found(policy_rule_uri)
-    return rule
+    try:  # get(), not first(): no ORDER BY on this per-evaluation lookup
+        return PolicyRule.objects.get(policy_rule_uri=policy_rule_uri)
+    except PolicyRule.DoesNotExist:
+        raise runtime.not_found(policy_rule_uri) from None
 
 
 def archive_limits() -> ArchiveLimits:

@@ -79,3 +79,31 @@ def test_web_server_keeps_answering_while_a_policy_loops(web, user):
         "/api/v1/policies/loopy:1.0-e2e/execute/", json={"input_data": {"op": "ok"}}
     )
     assert again.json() == {"result": {"ok": True}}
+
+
+def test_the_runtime_http_resolver_reads_records_and_archives_from_the_api(web, user, tmp_path):
+    from block_sdk.policy_runtime.cache import PolicyCache
+    from block_sdk.policy_runtime.evaluator import HttpPolicyResolver, LocalPolicyEvaluator
+    from block_sdk.policy_runtime.loader import PolicyLoader
+
+    token = Token.objects.get_or_create(user=user)[0].key
+    with _client(web, token) as client:
+        created = _upload(client, "remote-read", ECHO_POLICY).json()
+    cache = PolicyCache(tmp_path / "data-plane-cache")
+    resolver = HttpPolicyResolver(web, cache=cache)
+    record = resolver.resolve("remote-read:1.0-e2e")
+    assert record.sha256 == created["sha256"] and isinstance(record.archive, bytes)
+    evaluator = LocalPolicyEvaluator(
+        "remote-read:1.0-e2e", mode="local", resolver=resolver, loader=PolicyLoader(cache)
+    )
+    assert evaluator.execute_policy_rule({"k": 1})["input"] == {"k": 1}
+
+
+@pytest.mark.django_db
+def test_evaluators_built_without_a_resolver_read_this_registry(api):
+    from block_sdk.policy_runtime.evaluator import LocalPolicyEvaluator
+    from tests.policies.policies_support import upload
+
+    assert upload(api, "default-resolver", ECHO_POLICY).status_code == 201
+    evaluator = LocalPolicyEvaluator("default-resolver:1.0-test", mode="local")
+    assert evaluator.execute_policy_rule({"via": "default"})["input"] == {"via": "default"}
