@@ -1,9 +1,9 @@
 """Seeding of the built-in policies (``block_sdk/builtin_policies/<name>/``) as ordinary records.
 
 Each folder is packaged reproducibly (same files, same sha256) and registered as
-``aios.<name>:1.0-stable``; a record whose archive sha differs from the folder's is updated,
-one that matches is left alone. An optional ``<folder>/policy.json`` holds the record's other
-fields (description, tags, default parameters, schemas). Used by ``manage.py
+``aios.<name>:1.0-stable``. A record whose archive sha differs from the folder's, or whose
+fields differ from the folder's ``policy.json`` (description, tags, default parameters,
+schemas: optional), is updated; one that matches is left alone. Used by ``manage.py
 aios_seed_policies`` and by the data migration, which passes its historical model.
 """
 
@@ -93,7 +93,10 @@ def seed_builtin_policies(model: Any = None, only: list[str] | None = None) -> l
         info = validate_archive(data)
         fields = _record_fields(folder, name)
         rule = model.objects.filter(policy_rule_uri=uri).first()
-        if rule is not None and rule.code_sha256 == info.sha256:
+        same_fields = rule is not None and all(
+            getattr(rule, key) == value for key, value in fields.items()
+        )
+        if rule is not None and rule.code_sha256 == info.sha256 and same_fields:
             stored_name = _store(data, info.sha256, info.format)  # repairs a missing file
             if rule.code.name != stored_name:
                 rule.code.name = stored_name

@@ -298,3 +298,22 @@ def test_seeded_builtins_run_through_evaluate_policy(builtins_seeded, mode):
         mode=mode,
     )
     assert check["allowed"] is True
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_builtin_record_fields_are_valid(name):
+    import json
+
+    from apps.policies.schemas import check_management_commands_schema, check_schema, first_error
+
+    path = builtin_policy_folders()[name] / "policy.json"
+    meta = json.loads(path.read_text())
+    check_schema(meta.get("policy_parameters_schema", {}), "policy_parameters_schema")
+    assert (
+        first_error(meta.get("policy_parameters_schema"), meta.get("policy_parameters", {})) is None
+    )
+    check_management_commands_schema(meta.get("management_commands_schema", []))
+    policy = load(name, meta.get("policy_parameters"))
+    for command in meta.get("management_commands_schema", []):
+        if command["name"] in ("get_state", "health_check", "get_current_mapping"):
+            assert isinstance(policy.management(command["name"], {}), dict)
