@@ -242,15 +242,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if the process that started Triton dies without
-    # stopping it (SIGKILL), the kernel sends SIGTERM so no server is orphaned.
+def _pdeathsig_hook() -> Any:
+    """A pre-exec hook asking the kernel to SIGTERM the child when its parent dies, so a
+    server is not orphaned when the process that started it is SIGKILLed.
+
+    libc is loaded here, in the parent: the hook itself runs between fork and exec, where only
+    async-signal-safe work belongs. (The signal follows the *thread* that started the server:
+    start servers from a long-lived thread, normally the main one.)
+    """
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
-        return
+        return None
     libc = ctypes.CDLL(libc_name, use_errno=True)
+    prctl = libc.prctl
     pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    sigterm = int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return hook
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -438,7 +449,7 @@ class TritonServer:
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stop() reaches the stubs too
-            preexec_fn=_die_with_parent if self.die_with_parent else None,
+            preexec_fn=_pdeathsig_hook() if self.die_with_parent else None,
         )
         log.info("tritonserver starting", extra={"pid": self.proc.pid, "argv": argv})
 

@@ -139,3 +139,20 @@ def test_component_spec_is_valid_and_its_entrypoint_loads(path: Path) -> None:
         assert info["componentMode"] == "third_party"
         system = load_class(init["containerImageMetadata"]["entrypoint"])
         assert all(callable(getattr(system, m, None)) for m in ("main", "finish", "teardown"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((ROOT / "examples").glob("*/block*.json")),
+    ids=lambda p: f"{p.parent.name}/{p.name}",
+)
+def test_block_spec_is_valid_and_names_its_examples_component(path: Path) -> None:
+    if path.parent.name not in EXAMPLES:
+        pytest.skip("another engineer's example")
+    values = json.loads(path.read_text())["body"]["spec"]["values"]
+    assert collect_errors("createBlock", normalize_values("createBlock", values)) == []
+    component_file = "component.external.json" if "external" in path.name else "component.json"
+    component = json.loads((path.parent / component_file).read_text())["body"]["spec"]["values"]
+    cid = component["componentId"]
+    uri = f"{component['componentType']}.{cid['name']}:{cid['version']}-{cid['releaseTag']}"
+    assert values["blockComponentURI"] == uri

@@ -99,6 +99,31 @@ def test_managed_triton_serves_the_block_and_sigterm_leaves_no_process(
 
 
 @requires_triton
+def test_triton_does_not_outlive_a_sigkilled_init_workload(
+    tmp_path: Path, redis_url: str, block_id: str
+) -> None:
+    workload = init_workload(
+        tmp_path,
+        redis_url,
+        {"block_id": block_id, "entrypoint": "examples.triton_model.system:TritonModelSystem"},
+    )
+    try:
+        finish = wait_for_finish(block_id, 90, redis_url=redis_url)
+        triton_pids = [p.pid for p in workload.descendants()]
+        assert triton_pids
+        workload.signal(signal.SIGKILL)  # no teardown runs: the kernel must stop Triton
+        wait_until(
+            lambda: not [p for p in triton_pids if psutil.pid_exists(p)
+                         and psutil.Process(p).status() != psutil.STATUS_ZOMBIE],
+            20,
+            "Triton to exit after its parent was killed",
+        )  # fmt: skip
+        assert not port_listening(finish["grpc_url"])
+    finally:
+        workload.stop()
+
+
+@requires_triton
 def test_externally_managed_triton_via_init_data_and_init_container(
     triton: TritonServer, block_id: str
 ) -> None:
