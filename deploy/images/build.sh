@@ -190,6 +190,9 @@ main() {
         return 0
     fi
 
+    if [[ "$mode" == build ]]; then
+        require_pinned_base
+    fi
     local builder
     builder="$(detect_builder)" || exit $?
     case "$mode" in
@@ -212,7 +215,6 @@ main() {
         ;;
     esac
 
-    require_pinned_base
     base_available "$builder" "$base" ||
         die 4 "base image $base is not available: not present locally and it cannot be pulled (no registry access?). Pull it where a registry is reachable, or set AIOS_PYTHON_BASE to a local image."
     local ctx
