@@ -77,6 +77,7 @@ class AIOSMetrics:
             else {"block_id": block_id, "instance_id": instance_id}
         )
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
+        self._children: dict[Any, Any] = {}
         self._lock = threading.Lock()
 
     # -- registration ------------------------------------------------------------------
@@ -119,13 +120,19 @@ class AIOSMetrics:
 
     # -- updates -----------------------------------------------------------------------
     def _child(self, name: str, labels: dict[str, str] | None):
+        # Cached: `labels()` costs a lock and dict work, and these calls sit on the hot path.
+        key = (name, tuple(labels.items())) if labels else name
+        child = self._children.get(key)
+        if child is not None:
+            return child
         try:
             metric = self._metrics[name]
         except KeyError:
             raise MetricError(f"metric {name!r} is not registered") from None
         values = dict(labels or {})
         values.update(self._const)
-        return metric.labels(**values)
+        child = self._children[key] = metric.labels(**values)
+        return child
 
     def increment_counter(
         self, name: str, amount: float = 1.0, labels: dict[str, str] | None = None

@@ -124,8 +124,8 @@ class Executor:
             self.redis, self.reply_key, cfg.reply_block_s, on_orphan=self._on_orphan
         )
         self.demux.start()
+        await self.refresh()  # live instances first: recovered work needs somewhere to go
         await self._recover_sweep_list()
-        await self.refresh()
         self._watch_task = asyncio.create_task(self._watch_loop(), name="executor-watch")
 
     async def stop(self) -> None:
@@ -158,6 +158,16 @@ class Executor:
         m.register_counter("aios_executor_requeued_total", "Requests moved off a dead instance")
         m.register_counter("aios_executor_failed_back_total", "Requests failed back", ["code"])
         m.register_gauge("aios_executor_pending", "Requests awaiting a reply")
+        m.register_histogram(
+            "aios_executor_queue_wait_seconds",
+            "Time a request waited in an instance queue before being taken",
+            buckets=LATENCY_BUCKETS,
+        )
+        m.register_histogram(
+            "aios_executor_block_seconds",
+            "Time instances spent in block code per request",
+            buckets=LATENCY_BUCKETS,
+        )
 
     # -- hot path ------------------------------------------------------------------------
     def _choose(self, session_id: str, seq_no: int) -> str:
@@ -303,6 +313,10 @@ class Executor:
             left = self.inflight.get(owner, 1) - 1
             self.inflight[owner] = left if left > 0 else 0
         state = self.instances.get(reply.instance_id or owner)
+        if reply.taken_at:
+            m = self.metrics
+            m.observe_histogram("aios_executor_queue_wait_seconds", max(0.0, reply.taken_at - now))
+            m.observe_histogram("aios_executor_block_seconds", reply.processing_s)
         if reply.ok:
             if state is not None:
                 state.completed += 1

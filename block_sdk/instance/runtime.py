@@ -76,6 +76,7 @@ class _Work:
     result: pb.AIOSPacket | None
     error: DataPlaneError | None
     elapsed: float = 0.0
+    taken_at: float = 0.0
 
 
 class Block:
@@ -243,6 +244,7 @@ class Block:
     def _execute(self, item: bytes) -> _Work | None:
         """Decode, check the deadline, mux, run block code. None: held by the muxer."""
         cfg = self.config
+        taken_at = time.time()
         try:
             env = QueueEnvelope.FromString(item)
         except Exception:
@@ -285,7 +287,7 @@ class Block:
                 self._inflight -= 1
         elapsed = time.perf_counter() - t0
         self.context.metrics.observe_histogram("aios_instance_processing_seconds", elapsed)
-        return _Work(group, result, error, elapsed)
+        return _Work(group, result, error, elapsed, taken_at)
 
     def _settle(self, work: _Work) -> tuple[list[tuple[str, bytes, bytes | None]], list]:
         """Account the outcome; return (reply_to, envelope bytes, reply) per acknowledgement
@@ -328,6 +330,7 @@ class Block:
                     packet=work.result,
                     instance_id=cfg.instance_id,
                     processing_s=work.elapsed,
+                    taken_at=work.taken_at,
                 )
             else:
                 reply = QueueReply(
@@ -337,6 +340,7 @@ class Block:
                     error_message=error.to_json(),
                     instance_id=cfg.instance_id,
                     processing_s=work.elapsed,
+                    taken_at=work.taken_at,
                 )
             acks.append((env.reply_to, item, reply.SerializeToString()))
         return acks, routes

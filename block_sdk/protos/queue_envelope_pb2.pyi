@@ -31,7 +31,7 @@ class QueueEnvelope(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., packet: _Optional[_Union[_aios_packet_pb2.AIOSPacket, _Mapping]] = ..., reply_to: _Optional[str] = ..., deadline: _Optional[float] = ..., attempt: _Optional[int] = ..., block_id: _Optional[str] = ..., enqueued_at: _Optional[float] = ..., frame_ptr: _Optional[bytes] = ..., query_parameters: _Optional[str] = ..., instance_id: _Optional[str] = ...) -> None: ...
 
 class QueueReply(_message.Message):
-    __slots__ = ("request_id", "ok", "packet", "error_code", "error_message", "instance_id", "processing_s")
+    __slots__ = ("request_id", "ok", "packet", "error_code", "error_message", "instance_id", "processing_s", "taken_at")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     OK_FIELD_NUMBER: _ClassVar[int]
     PACKET_FIELD_NUMBER: _ClassVar[int]
@@ -39,6 +39,7 @@ class QueueReply(_message.Message):
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     INSTANCE_ID_FIELD_NUMBER: _ClassVar[int]
     PROCESSING_S_FIELD_NUMBER: _ClassVar[int]
+    TAKEN_AT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     ok: bool
     packet: _aios_packet_pb2.AIOSPacket
@@ -46,4 +47,5 @@ class QueueReply(_message.Message):
     error_message: str
     instance_id: str
     processing_s: float
-    def __init__(self, request_id: _Optional[str] = ..., ok: _Optional[bool] = ..., packet: _Optional[_Union[_aios_packet_pb2.AIOSPacket, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., instance_id: _Optional[str] = ..., processing_s: _Optional[float] = ...) -> None: ...
+    taken_at: float
+    def __init__(self, request_id: _Optional[str] = ..., ok: _Optional[bool] = ..., packet: _Optional[_Union[_aios_packet_pb2.AIOSPacket, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., instance_id: _Optional[str] = ..., processing_s: _Optional[float] = ..., taken_at: _Optional[float] = ...) -> None: ...
