@@ -284,6 +284,9 @@ def stage_completion(
             pipe.lpush(reply_to, reply)
             pipe.pexpire(reply_to, REPLY_TTL_MS)
         pipe.lrem(processing_key, 1, item)
+    if acks:
+        # A processing list orphaned by a block that vanished entirely expires too.
+        pipe.pexpire(processing_key, QUEUE_TTL_MS)
 
 
 def stage_prefetch(pipe: Any, keys: BlockKeys, instance_id: str) -> None:

@@ -35,7 +35,7 @@ class ExecutorConfig:
     grpc_host: str = "0.0.0.0"  # noqa: S104 - served to other pods/clusters
     grpc_port: int = 50051
     http_host: str = "0.0.0.0"  # noqa: S104
-    http_port: int = 18001
+    http_port: int = 18000  # AIOS executor metrics port; mgmt and health share it
     instances: list[str] = field(default_factory=list)
     lb_policy: str = "round_robin"
     lb_settings: dict[str, Any] = field(default_factory=dict)

@@ -222,11 +222,16 @@ def test_block_events_reach_the_events_stream(shared, redis_client):
 
 
 # -- blocks of their own -----------------------------------------------------------------
-def test_no_live_instance_is_unavailable(plane):
-    plane.start_executor()
+def test_no_live_instance_is_unavailable_and_api_key_is_enforced(plane):
+    plane.start_executor(api_key="s3cret")
     with pytest.raises(grpc.RpcError) as info:
         plane.infer({}, timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    req = make_block_packet({})
+    with pytest.raises(grpc.RpcError) as info:
+        plane.stub().infer(req, timeout=5, metadata=[("x-api-key", "s3cret")])
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "no live instance" in _error(info.value)["message"]
 
 
 def test_full_queue_is_resource_exhausted(plane):
