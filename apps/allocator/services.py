@@ -346,6 +346,7 @@ def _evaluate(spec: PolicySpec, input_data: dict[str, Any], *, cluster: Cluster 
         settings=spec.settings,
         execution_mode=mode,
         executor_id=executor,
+        builtin_in_process=True,
     )
 
 

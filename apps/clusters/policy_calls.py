@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 
-from apps.core.errors import ApiError, NotImplementedYet, Unprocessable
+from apps.core.errors import NotImplementedYet, Unprocessable
 from apps.core.uris import URIError, parse_uri
 
 log = logging.getLogger("aios.clusters.policies")
@@ -111,37 +111,37 @@ def evaluate(
     settings: dict | None = None,
     execution_mode: str = "local",
     executor_id: str = "",
+    builtin_in_process: bool = False,
 ) -> Any:
     """Run policy ``uri`` on ``input_data`` and return its result.
 
     ``execution_mode`` is the cluster/gateway's ``policyExecutionMode``: ``local`` runs the
     policy in the control plane's sandbox pool, ``remote`` on the policy executor
-    ``executor_id`` (Type 2).
+    ``executor_id`` (Type 2; the policies system picks one when it is empty). With
+    ``builtin_in_process`` a built-in policy runs in this process with exactly the given
+    parameters and settings (the allocator's hot path); otherwise it goes through the
+    policies system like any other, so its record's defaults apply.
     """
     parameters = dict(parameters or {})
     settings_ = dict(settings or {})
-    folder = builtin_folder(uri)
-    if folder is not None and execution_mode != "remote":
-        return _run_builtin(uri, folder, input_data, parameters, settings_)
+    if builtin_in_process and execution_mode != "remote":
+        folder = builtin_folder(uri)
+        if folder is not None:
+            return _run_builtin(uri, folder, input_data, parameters, settings_)
     try:
         from apps.policies.services import evaluate_policy
-    except ImportError:
+    except ImportError:  # pragma: no cover - the policies app is always installed
         raise NotImplementedYet(
             f"policy {uri} cannot run: the policies system is not installed in this build",
             code="policies_unavailable",
         ) from None
-    kwargs: dict[str, Any] = {"parameters": parameters, "settings": settings_}
     if execution_mode == "remote":
-        kwargs.update(mode="remote", executor_id=executor_id)
-    try:
-        return evaluate_policy(uri, input_data, **kwargs)
-    except TypeError as exc:
-        if execution_mode == "remote" and "executor_id" in str(exc):
-            raise NotImplementedYet(
-                "remote policy execution (policyExecutionMode 'remote') is not available in "
-                "this build of the policies system",
-                code="remote_execution_unavailable",
-            ) from None
-        raise
-    except ApiError:
-        raise
+        return evaluate_policy(
+            uri,
+            input_data,
+            parameters=parameters,
+            settings=settings_,
+            mode="remote",
+            executor_id=executor_id or None,
+        )
+    return evaluate_policy(uri, input_data, parameters=parameters, settings=settings_)
