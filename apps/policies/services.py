@@ -66,6 +66,7 @@ from apps.policies.runners import (
     LocalProcessRunner,
     ReplicaStartError,
 )
+from apps.policies.runtime import DjangoPolicyResolver  # noqa: F401 - the runtime's resolver
 from apps.policies.schemas import check_management_commands_schema, check_schema, first_error
 from block_sdk.policy_runtime.archive import (
     FUNCTION_PATH,
@@ -1255,11 +1256,11 @@ def function_management(name: str, action: str, data: Any = None) -> dict[str, A
 
 def delete_function(function: PolicyFunction) -> None:
     """Stop every replica, then delete the record (409 while a graph uses the function)."""
-    using = [
-        g.graph_uri
-        for g in PolicyGraph.objects.all().only("graph_uri", "graph_function_ids")
-        if function.name in (g.graph_function_ids or [])
-    ]
+    using = list(
+        PolicyGraph.objects.filter(graph_function_ids__contains=[function.name]).values_list(
+            "graph_uri", flat=True
+        )
+    )
     if using:
         raise Conflict(
             f"function {function.name!r} is used by graphs {using}; delete them first",

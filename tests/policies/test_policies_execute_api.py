@@ -194,3 +194,56 @@ def test_a_tampered_stored_archive_is_an_integrity_error(api):
     finally:
         path.write_bytes(original)
     assert execute(api, "tamper:1.0-test", {"x": 1}).status_code == 200
+
+
+HELPER_POLICY = """
+class AIOSv1PolicyRule:
+    def __init__(self, rule_id, settings, parameters):
+        self.get_metrics = settings["get_metrics"]
+        self.client = settings["cluster_client"]
+
+    def eval(self, parameters, input_data, context):
+        return {"metrics": self.get_metrics(input_data["block"]),
+                "cluster": self.client.get_cluster("c1")}
+"""
+
+
+class _ClusterClient:
+    __aios_helper_methods__ = ("get_cluster",)  # what a sandboxed policy may call back
+
+    def get_cluster(self, cluster_id):
+        return {"id": cluster_id, "nodes": 3}
+
+
+@pytest.mark.parametrize("mode", ["sandbox", "local"])
+def test_settings_helpers_work_in_every_mode(api, mode):
+    from apps.policies import services
+
+    upload(api, "helpers", HELPER_POLICY)
+    calls = []
+
+    def get_metrics(block_id):
+        calls.append(block_id)
+        return {"block": block_id, "qps": 12.5}
+
+    result = services.evaluate_policy(
+        "helpers:1.0-test",
+        {"block": "blk-1"},
+        settings={"get_metrics": get_metrics, "cluster_client": _ClusterClient()},
+        mode=mode,
+    )
+    assert result == {
+        "metrics": {"block": "blk-1", "qps": 12.5},
+        "cluster": {"id": "c1", "nodes": 3},
+    }
+    assert calls == ["blk-1"]  # called back in this process, even from the sandbox
+
+
+def test_non_object_overrides_are_bad_input(api):
+    from apps.policies import services
+    from apps.policies.errors import PolicyExecutionError
+
+    upload(api, "echo", ECHO_POLICY)
+    with pytest.raises(PolicyExecutionError) as caught:
+        services.evaluate_policy("echo:1.0-test", {}, parameters=["not", "a", "dict"])
+    assert caught.value.code == "bad_input" and caught.value.status_code == 422
