@@ -77,6 +77,35 @@ if n > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return out
 """
 
+# The common instance step in one call: deliver the reply (if anyone waits), acknowledge, and
+# take the next waiting request. KEYS = processing, queue[, reply_to];
+# ARGV = envelope, reply, reply ttl ms, list ttl ms, prefetch (1/0).
+ACK_AND_TAKE_LUA = """
+if #KEYS >= 3 then
+  redis.call('LPUSH', KEYS[3], ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[3])
+end
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+if ARGV[5] == '1' then
+  local nxt = redis.call('LMOVE', KEYS[2], KEYS[1], 'RIGHT', 'LEFT')
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return nxt
+end
+return false
+"""
+
+
+def ack_and_take_call(
+    keys: BlockKeys, instance_id: str, ack: tuple[str, bytes, bytes | None], prefetch: bool
+) -> tuple[list[str], list[Any]]:
+    """(keys, args) for ACK_AND_TAKE_LUA: one round trip per request on the instance."""
+    reply_to, item, reply = ack
+    script_keys = [keys.processing(instance_id), keys.queue(instance_id)]
+    if reply_to and reply is not None:
+        script_keys.append(reply_to)
+    args = [item, reply or b"", REPLY_TTL_MS, QUEUE_TTL_MS, "1" if prefetch else "0"]
+    return script_keys, args
+
 
 @dataclass(frozen=True, slots=True)
 class BlockKeys:
@@ -418,6 +447,8 @@ class ReplyDemux:
                 if got is None:
                     continue
                 self._deliver(got[1])
+                # Let the woken request answer its caller before we drain the rest.
+                await asyncio.sleep(0)
                 more = await self.redis.lpop(self.reply_key, self.drain_batch)
                 for raw in more or ():
                     self._deliver(raw)

@@ -41,10 +41,12 @@ from block_sdk.packet import (
 )
 from block_sdk.protos import aios_packet_pb2 as pb
 from block_sdk.queues import (
+    ACK_AND_TAKE_LUA,
     BlockKeys,
     QueueEnvelope,
     QueueReply,
     RequestQueues,
+    ack_and_take_call,
     connect,
     stage_completion,
     stage_prefetch,
@@ -412,6 +414,7 @@ class Block:
             cfg.redis_url, socket_timeout=cfg.take_timeout_s + 10, socket_connect_timeout=5
         )
         queue, processing = self.keys.queue(cfg.instance_id), self.keys.processing(cfg.instance_id)
+        ack_and_take = client.register_script(ACK_AND_TAKE_LUA)
         backoff = 0.05
         item: bytes | None = None
         try:
@@ -424,7 +427,8 @@ class Block:
                     backoff = 0.05
                     work = self._execute(item)
                     item = None
-                    pipe = client.pipeline(transaction=False)
+                    prefetch = not self._thread_stop.is_set()
+                    acks: list[tuple[str, bytes, bytes | None]] = []
                     if work is not None:
                         acks, routes = self._settle(work)
                         if routes:
@@ -432,8 +436,14 @@ class Block:
                             asyncio.run_coroutine_threadsafe(
                                 self._route_all(routes, work), loop
                             ).result(timeout=60)
-                        stage_completion(pipe, processing, acks)
-                    prefetch = not self._thread_stop.is_set()
+                    if len(acks) == 1:  # the common case: one script call, one round trip
+                        keys, args = ack_and_take_call(
+                            self.keys, cfg.instance_id, acks[0], prefetch
+                        )
+                        item = ack_and_take(keys=keys, args=args)
+                        continue
+                    pipe = client.pipeline(transaction=False)
+                    stage_completion(pipe, processing, acks)
                     if prefetch:
                         stage_prefetch(pipe, self.keys, cfg.instance_id)
                     if len(pipe):
