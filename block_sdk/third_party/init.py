@@ -97,6 +97,60 @@ def load_spec(text: str | None) -> dict[str, Any]:
     return spec
 
 
+def init_spec(
+    block_id: str,
+    container_registry_info: dict[str, Any],
+    *,
+    block_init_data: dict[str, Any] | None = None,
+    block_data: dict[str, Any] | None = None,
+    redis_url: str | None = None,
+    ttl_s: float = DEFAULT_TTL_S,
+    finish_file: str | None = None,
+    operating_mode: str = "create",
+) -> dict[str, Any] | None:
+    """The init-workload spec for a block, from its component's `containerRegistryInfo`;
+    None when the component declares no `initContainer` (no managed third-party system).
+
+    The entry point is `initContainer.containerImageMetadata.entrypoint` and the system's
+    configuration `initContainer.containerImageMetadata.config`.
+    """
+    init = (container_registry_info or {}).get("initContainer")
+    if not isinstance(init, dict) or not init:
+        return None
+    meta = init.get("containerImageMetadata") or {}
+    entrypoint = meta.get("entrypoint")
+    if not isinstance(entrypoint, str) or ":" not in entrypoint:
+        raise SpecError(
+            "initContainer.containerImageMetadata.entrypoint ('module.path:ClassName') is "
+            "required to run a managed third-party system"
+        )
+    spec: dict[str, Any] = {
+        "block_id": block_id,
+        "entrypoint": entrypoint,
+        "config": dict(meta.get("config") or {}),
+        "block_init_data": dict(block_init_data or {}),
+        "block_data": dict(block_data or {}),
+        "operating_mode": operating_mode,
+        "ttl_s": ttl_s,
+    }
+    if redis_url:
+        spec["redis_url"] = redis_url
+    if finish_file:
+        spec["finish_file"] = finish_file
+    return spec
+
+
+def init_argv(spec: dict[str, Any], python: str | None = None) -> list[str]:
+    """The command line that runs the init workload for `spec`."""
+    return [
+        python or sys.executable,
+        "-m",
+        "block_sdk.third_party.init",
+        "--spec",
+        json.dumps(spec),
+    ]
+
+
 def _stage_result(stage: str, result: Any) -> Any:
     """Accept `(ok, payload)` (AIOS) or a plain value; raise StageFailed on `(False, ...)`."""
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], bool):

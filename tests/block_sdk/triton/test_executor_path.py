@@ -5,11 +5,14 @@ calling Triton directly."""
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
+import redis
 
 from block_sdk.triton.server import TritonServer
 from tests.block_sdk.triton.helpers import X, direct, npy, requires_triton, start_block, url_of
@@ -74,3 +77,42 @@ def test_file_input_and_bad_requests_through_the_executor(
         assert json.loads(block.infer({}, files=good).data) == direct(triton.grpc_url, "grpc", X)
     finally:
         block.stop()
+
+
+def _instance_health(rds: redis.Redis, block_id: str, instance_id: str = "i-1") -> tuple[int, dict]:
+    info = json.loads(rds.get(f"aios:block:{{{block_id}}}:hb:{instance_id}"))
+    url = f"http://127.0.0.1:{info['http_port']}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_instance_health_endpoint_follows_model_readiness(
+    triton: TritonServer, tmp_path: Path, redis_url: str, block_id: str, rds: redis.Redis
+) -> None:
+    good = start_block(
+        tmp_path, redis_url, block_id, "examples.triton_model.block:TritonModelBlock",
+        {"triton_url": triton.http_url, "protocol": "http"},
+    )  # fmt: skip
+    try:
+        status, body = _instance_health(rds, block_id)
+        assert status == 200 and body["status"] == "healthy" and body["model_ready"] is True
+    finally:
+        good.stop()
+
+    bad_id = f"{block_id}-nomodel"
+    bad = start_block(
+        tmp_path, redis_url, bad_id, "examples.triton_model.block:TritonModelBlock",
+        {"triton_url": triton.http_url, "protocol": "http", "model_name": "not-loaded"},
+    )  # fmt: skip
+    try:
+        status, body = _instance_health(rds, bad_id)
+        assert status == 503  # what the health checker counts as a failed check
+        assert "model_ready" in body["error"]["message"]
+    finally:
+        bad.stop()
+        keys = list(rds.scan_iter(match=f"aios:block:{{{bad_id}}}:*"))
+        if keys:
+            rds.delete(*keys)

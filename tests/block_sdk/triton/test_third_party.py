@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from block_sdk.testing import BlockTester
-from block_sdk.third_party.init import InitRunner
+from block_sdk.third_party.init import InitRunner, SpecError, init_argv, init_spec
 from block_sdk.third_party.sdk import (
     InitContext,
     InitFailed,
@@ -31,16 +31,30 @@ from block_sdk.triton.mapping import TritonConfigError
 from block_sdk.triton.server import TritonServer, free_port
 from examples.triton_model.block import TritonModelBlock
 from tests.block_sdk.triton.helpers import X, child_env, direct, requires_triton, start_block
-from tests.support.procs import ManagedProcess, wait_until
+from tests.support.procs import ROOT, ManagedProcess, wait_until
 
 
 def init_workload(tmp_path: Path, redis_url: str, spec: dict) -> ManagedProcess:
     spec = {"redis_url": redis_url, **spec}
     return ManagedProcess(
-        [sys.executable, "-m", "block_sdk.third_party.init", "--spec", json.dumps(spec)],
+        init_argv(spec),
         env=child_env(redis_url),
         log_path=tmp_path / f"init-{spec['block_id']}.log",
     )
+
+
+def triton_example_spec(block_id: str, redis_url: str) -> dict:
+    """What the control plane builds from the example component for a managed block."""
+    component = json.loads((ROOT / "examples/triton_model/component.json").read_text())
+    values = component["body"]["spec"]["values"]
+    spec = init_spec(
+        block_id,
+        values["containerRegistryInfo"],
+        block_init_data=values["componentInitData"],
+        redis_url=redis_url,
+    )
+    assert spec is not None
+    return spec
 
 
 def port_listening(url: str) -> bool:
@@ -56,11 +70,7 @@ def port_listening(url: str) -> bool:
 def test_managed_triton_serves_the_block_and_sigterm_leaves_no_process(
     tmp_path: Path, redis_url: str, block_id: str, rds: redis.Redis
 ) -> None:
-    workload = init_workload(
-        tmp_path,
-        redis_url,
-        {"block_id": block_id, "entrypoint": "examples.triton_model.system:TritonModelSystem"},
-    )
+    workload = init_workload(tmp_path, redis_url, triton_example_spec(block_id, redis_url))
     block = None
     try:
         # The instance starts with no triton_url: it waits for the workload's finish data.
@@ -102,11 +112,7 @@ def test_managed_triton_serves_the_block_and_sigterm_leaves_no_process(
 def test_triton_does_not_outlive_a_sigkilled_init_workload(
     tmp_path: Path, redis_url: str, block_id: str
 ) -> None:
-    workload = init_workload(
-        tmp_path,
-        redis_url,
-        {"block_id": block_id, "entrypoint": "examples.triton_model.system:TritonModelSystem"},
-    )
+    workload = init_workload(tmp_path, redis_url, triton_example_spec(block_id, redis_url))
     try:
         finish = wait_for_finish(block_id, 90, redis_url=redis_url)
         triton_pids = [p.pid for p in workload.descendants()]
@@ -311,3 +317,13 @@ def test_bad_specs_exit_2_with_a_message(tmp_path: Path, spec: str, message: str
         assert message in proc.log_text()
     finally:
         proc.stop()
+
+
+def test_init_spec_comes_from_the_components_init_container() -> None:
+    spec = triton_example_spec("tri-x", "redis://127.0.0.1:6379/0")
+    assert spec["entrypoint"] == "examples.triton_model.system:TritonModelSystem"
+    assert spec["config"]["startup_timeout_s"] == 120
+    assert spec["block_init_data"]["model_name"] == "linear"
+    assert init_spec("b", {"componentMode": "aios"}) is None
+    with pytest.raises(SpecError, match="entrypoint"):
+        init_spec("b", {"initContainer": {"containerImage": "img:1"}})
