@@ -45,9 +45,20 @@ def _user_or_none(user):
     return user if user is not None and getattr(user, "is_authenticated", False) else None
 
 
+def _without_nul(value: Any) -> Any:
+    # PostgreSQL jsonb cannot hold NUL characters; the log keeps a visible stand-in.
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(str(k)): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def _loggable(body: Any) -> Any:
     try:
-        text = json.dumps(body, default=str)
+        text = json.dumps(_without_nul(body), default=str)
     except (TypeError, ValueError):
         return {"unserializable": repr(body)[:1000]}
     if len(text) <= MAX_LOGGED_BODY:
@@ -59,7 +70,7 @@ def _template_header(envelope: Any) -> str:
     if isinstance(envelope, dict):
         header = envelope.get("header", envelope.get("head"))
         if isinstance(header, dict) and isinstance(header.get("templateUri"), str):
-            return header["templateUri"][:300]
+            return _without_nul(header["templateUri"])[:300]
     return ""
 
 
@@ -216,7 +227,7 @@ def _logged(
         action=action,
         requested_action=action_name[:64],
         template_uri=_template_header(envelope),
-        spec_uri=spec_uri[:300],
+        spec_uri=_without_nul(spec_uri)[:300],
         spec=_as_logged_spec(envelope),
         re_executed_from=re_executed_from,
     )

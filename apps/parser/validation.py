@@ -332,9 +332,47 @@ def normalize_values(action: str, values: Any) -> Any:
     return values
 
 
+def find_nul(value: Any, path: tuple = ()) -> list[Any] | None:
+    """The path of the first string or key holding a NUL character (PostgreSQL cannot
+    store one in text or jsonb), or None."""
+    stack: list[tuple[Any, tuple]] = [(value, path)]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return list(where)
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                if isinstance(key, str) and "\x00" in key:
+                    return [*where, key.replace("\x00", "\\u0000")]
+                stack.append((child, (*where, key)))
+        elif isinstance(node, list):
+            stack.extend((child, (*where, index)) for index, child in enumerate(node))
+    return None
+
+
+def nul_error(path: list[Any]) -> dict[str, Any]:
+    return {
+        "pointer": pointer(path),
+        "message": "NUL characters (\\u0000) are not accepted",
+        "expected": "text without NUL characters",
+        "validator": "nul",
+    }
+
+
+def reject_nul(value: Any, base: list[Any] | None = None, what: str = "the input") -> None:
+    """Raise a 400 naming where a NUL character is."""
+    found = find_nul(value)
+    if found is not None:
+        raise_for_errors([nul_error([*(base or []), *found])], what)
+
+
 def collect_errors(action: str, values: Any, base: list[Any] | None = None) -> list[dict]:
     """Every problem of ``values`` against the action's schema and cross-field rules."""
     base = list(base or [])
+    found = find_nul(values)
+    if found is not None:
+        return [nul_error([*base, *found])]
     validator = validator_for(action)
     details: list[dict] = []
     for error in validator.iter_errors(values):
@@ -387,6 +425,7 @@ def split_envelope(envelope: Any, base: list[Any] | None = None) -> tuple[dict, 
     """Check the envelope's shape and return ``(header, body)``; ``head`` is an alias of
     ``header`` (the AIOS block sample uses it)."""
     base = list(base or [])
+    reject_nul(envelope, base, "the spec")
     if not isinstance(envelope, dict):
         raise SpecValidationError(
             "the spec must be a JSON object with 'header' and 'body'",

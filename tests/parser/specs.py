@@ -79,7 +79,10 @@ VALID = {
 BREAKAGES = {
     "createCluster": ("regionId", ("memory", "a lot")),
     "addNode": ("clusterId", ("vcpus", {"count": "eight"})),
-    "createComponent": ("componentType", ("componentId", {"name": 1, "version": "1", "releaseTag": "x"})),
+    "createComponent": (
+        "componentType",
+        ("componentId", {"name": 1, "version": "1", "releaseTag": "x"}),
+    ),
     "createBlock": ("minInstances", ("maxInstances", 2.5)),
     "createvDAG": ("graph", ("nodes", "detector")),
     "search": ("rankingPolicyRule", ("limit", "ten")),

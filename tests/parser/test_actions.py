@@ -43,7 +43,8 @@ def test_component_onboarding_end_to_end(api, client, django_user_model):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "path", ["/api/addComponent", "/api/addComponent/", "/api/create_component", "/api/createComponent/"]
+    "path",
+    ["/api/addComponent", "/api/addComponent/", "/api/create_component", "/api/createComponent/"],
 )
 def test_aliases_and_trailing_slash(api, path):
     response = api.post(path, envelope(component_values()), format="json")
@@ -175,7 +176,12 @@ def test_handler_writes_roll_back_when_it_fails(api, settings):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    "handler", ["tests.parser.handlers.crashes", "tests.parser.handlers.not_a_result", "tests.parser.broken_handlers.handler"]
+    "handler",
+    [
+        "tests.parser.handlers.crashes",
+        "tests.parser.handlers.not_a_result",
+        "tests.parser.broken_handlers.handler",
+    ],
 )
 def test_handler_bugs_are_logged_500s_in_the_error_shape(api, settings, handler):
     settings.AIOS_PARSER_HANDLERS = {"createBlock": handler}
@@ -204,7 +210,10 @@ def test_filter_and_search_through_the_parser(api):
     assert filtered.json()["count"] == 2
 
     ranker = register_test_policy(FIRST_ONLY)
-    values = {"matchType": "component", "rankingPolicyRule": {"policyRuleURI": ranker, "parameters": {"n": 1}}}
+    values = {
+        "matchType": "component",
+        "rankingPolicyRule": {"policyRuleURI": ranker, "parameters": {"n": 1}},
+    }
     searched = api.post("/api/search", envelope(values, at_body=True), format="json")
     assert searched.status_code == 200, searched.content
     assert [r["componentURI"] for r in searched.json()["results"]] == ["model.a:1.0.0-stable"]

@@ -48,7 +48,7 @@ def test_json_file_as_the_default_admin(tmp_path, admin):
 def test_yaml_file_as_a_user_or_token(tmp_path, user, other_user):
     path = tmp_path / "component.yaml"
     path.write_text(yaml.safe_dump(envelope(component_values(name="y"))))
-    code, out, _ = apply(str(path), user="alice")
+    code, _, _ = apply(str(path), user="alice")
     assert code == 0
     assert Component.objects.get().owner == user
 
@@ -131,7 +131,9 @@ def test_long_action_is_followed_with_a_progress_bar(tmp_path, settings, celery_
 def test_failed_task_and_timeout(tmp_path, settings, celery_worker, admin):
     settings.AIOS_PARSER_HANDLERS = {"createBlock": "tests.parser.handlers.long_action"}
     path = tmp_path / "block.json"
-    path.write_text(json.dumps(envelope({**VALID["createBlock"], "minInstances": 0, "maxInstances": 3})))
+    path.write_text(
+        json.dumps(envelope({**VALID["createBlock"], "minInstances": 0, "maxInstances": 3}))
+    )
     code, _, err = apply(str(path), poll=0.05, timeout=60)
     assert code == 1
     assert "asked to fail at step 1" in err

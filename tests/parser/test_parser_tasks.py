@@ -35,7 +35,9 @@ def test_success_and_failure_are_logged(api):
 @pytest.mark.django_db
 def test_log_is_owner_scoped_and_filterable(api, client_for, other_user, staff_api):
     api.post("/api/createComponent", envelope(component_values()), format="json")
-    client_for(other_user).post("/api/filter", envelope(VALID["filter"], at_body=True), format="json")
+    client_for(other_user).post(
+        "/api/filter", envelope(VALID["filter"], at_body=True), format="json"
+    )
     assert api.get(URL).json()["count"] == 1
     assert client_for(other_user).get(URL).json()["count"] == 1
     assert staff_api.get(URL).json()["count"] == 2
@@ -53,7 +55,9 @@ def test_anonymous_cannot_read_the_log(anon_client):
 
 
 @pytest.mark.django_db
-def test_re_execute_runs_the_same_spec_as_the_caller(api, staff_api, staff_user, client_for, other_user):
+def test_re_execute_runs_the_same_spec_as_the_caller(
+    api, staff_api, staff_user, client_for, other_user
+):
     created = api.post("/api/createComponent", envelope(component_values()), format="json")
     task_id = created["X-AIOS-Parser-Task"]
 

@@ -15,7 +15,11 @@ class AIOSv1PolicyRule:
         shape = parameters.get("shape", "values")
         model = input_data["model"]
         values = {
-            "componentId": {"name": model["name"], "version": model["version"], "releaseTag": parameters.get("tag", "stable")},
+            "componentId": {
+                "name": model["name"],
+                "version": model["version"],
+                "releaseTag": parameters.get("tag", "stable"),
+            },
             "componentType": model.get("kind", "model"),
             "containerRegistryInfo": {"componentMode": "aios", "containerImage": model["image"]},
             "componentMetadata": {"converted": True},
@@ -61,7 +65,9 @@ def custom_spec(template_uri, **parameters):
 @pytest.mark.django_db
 @pytest.mark.parametrize("shape", ["values", "envelope", "bare"])
 def test_custom_spec_becomes_a_component(api, template, shape):
-    response = api.post("/api/createComponent", custom_spec(template, shape=shape, tag="beta"), format="json")
+    response = api.post(
+        "/api/createComponent", custom_spec(template, shape=shape, tag="beta"), format="json"
+    )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["componentURI"] == "model.yolo:5.0-beta"
@@ -70,7 +76,9 @@ def test_custom_spec_becomes_a_component(api, template, shape):
 
 @pytest.mark.django_db
 def test_converted_spec_is_validated_with_pointers(api, template):
-    response = api.post("/api/createComponent", custom_spec(template, shape="invalid"), format="json")
+    response = api.post(
+        "/api/createComponent", custom_spec(template, shape="invalid"), format="json"
+    )
     assert response.status_code == 400
     pointers = {d["pointer"] for d in response.json()["error"]["details"]}
     assert pointers == {"/templateOutput/componentId/version", "/templateOutput/bogus"}
@@ -85,6 +93,8 @@ def test_bad_template_outputs_and_policy_errors_are_422(api, template, shape):
 
 @pytest.mark.django_db
 def test_unknown_template_is_404(api):
-    response = api.post("/api/createComponent", custom_spec("NoSuchTemplate:1.0-stable"), format="json")
+    response = api.post(
+        "/api/createComponent", custom_spec("NoSuchTemplate:1.0-stable"), format="json"
+    )
     assert response.status_code == 404
     assert "NoSuchTemplate:1.0-stable" in response.json()["error"]["message"]

@@ -35,7 +35,9 @@ def echo_handlers(settings):
 @pytest.mark.django_db
 @pytest.mark.parametrize("action", sorted(VALID))
 def test_valid_spec_passes_validation(api, echo_handlers, action):
-    response = api.post(f"/api/{action}", envelope(VALID[action], at_body=action in AT_BODY), format="json")
+    response = api.post(
+        f"/api/{action}", envelope(VALID[action], at_body=action in AT_BODY), format="json"
+    )
     assert response.status_code == 200, response.content
     assert response.json()["action"] == action
     assert response.json()["user"] == "alice"
@@ -49,7 +51,9 @@ def test_missing_wrong_typed_and_unknown_fields_all_reported(api, echo_handlers,
     del values[missing]
     values[wrong_key] = wrong_value
     values["surpriseField"] = True
-    response = api.post(f"/api/{action}", envelope(values, at_body=action in AT_BODY), format="json")
+    response = api.post(
+        f"/api/{action}", envelope(values, at_body=action in AT_BODY), format="json"
+    )
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert error["code"] == "spec_validation_error"
@@ -95,7 +99,9 @@ def test_wrong_type_says_what_was_expected(api, echo_handlers):
 )
 def test_cross_field_and_format_rules(api, echo_handlers, action, change, pointer):
     values = {**copy.deepcopy(VALID[action]), **change}
-    response = api.post(f"/api/{action}", envelope(values, at_body=action in AT_BODY), format="json")
+    response = api.post(
+        f"/api/{action}", envelope(values, at_body=action in AT_BODY), format="json"
+    )
     assert response.status_code == 400, response.content
     pointers = [d["pointer"] for d in response.json()["error"]["details"]]
     assert f"{values_pointer(action)}{pointer}" in pointers
@@ -106,7 +112,9 @@ def test_vdag_graph_rules(api, echo_handlers):
     values = copy.deepcopy(VALID["createvDAG"])
     values["nodes"].append({"nodeLabel": "tracker"})  # duplicate
     values["nodes"].append({"nodeLabel": "nested", "nodeType": "vdag"})  # needs vdagURI
-    values["graph"]["connections"].append({"nodeLabel": "detector", "inputs": [{"nodeLabel": "tracker"}]})
+    values["graph"]["connections"].append(
+        {"nodeLabel": "detector", "inputs": [{"nodeLabel": "tracker"}]}
+    )
     values["graph"]["outputs"].append({"nodeLabel": "ghost"})
     values["nodes"][0]["IOMap"] = []  # system-filled, specs must not carry it
     response = api.post("/api/createvDAG", envelope(values), format="json")
@@ -132,8 +140,18 @@ def test_vdag_graph_rules(api, echo_handlers):
         ({"header": {"templateUri": "Parser/V1"}, "body": {"spec": []}}, "/body/spec"),
         ({"header": {"templateUri": "Parser/V1"}, "body": {"spec": {}}}, "/body/spec/values"),
         ({"header": {"templateUri": "Parser/V1"}, "body": "x"}, "/body"),
-        ({"header": {"templateUri": "Parser/V1"}, "head": {"templateUri": "Parser/V1"}, "body": {}}, "/head"),
-        ({"header": {"templateUri": "Parser/V1", "parameters": []}, "body": {}}, "/header/parameters"),
+        (
+            {
+                "header": {"templateUri": "Parser/V1"},
+                "head": {"templateUri": "Parser/V1"},
+                "body": {},
+            },
+            "/head",
+        ),
+        (
+            {"header": {"templateUri": "Parser/V1", "parameters": []}, "body": {}},
+            "/header/parameters",
+        ),
     ],
 )
 def test_envelope_errors(api, echo_handlers, payload, pointer):

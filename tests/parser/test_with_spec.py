@@ -44,7 +44,12 @@ def test_bare_values_and_envelopes_from_the_store(api, user):
 @pytest.mark.django_db
 def test_search_spec_runs_filter(api, user):
     registries.register_component(component_values(), owner=user)
-    uri = store(user, "all-models", "search", {"matchType": "component", "filter": {"componentQuery": {"componentType": "model"}}})
+    uri = store(
+        user,
+        "all-models",
+        "search",
+        {"matchType": "component", "filter": {"componentQuery": {"componentType": "model"}}},
+    )
     response = api.post(f"/api/with-spec/filter?specUri={uri}")
     assert response.status_code == 200
     assert response.json()["count"] == 1

@@ -31,7 +31,10 @@ def component_values(name: str = "echo", version: str = "1.0.0", tag: str = "sta
         "componentOutputProtocol": {"reply": {"type": "string"}},
         "policies": {"loadBalancer": {"policyRuleURI": "aios.round-robin:1.0-stable"}},
         "componentManagementCommandsTemplate": {
-            "reset": {"description": "reset", "args": {"hard": {"type": "boolean", "required": False}}}
+            "reset": {
+                "description": "reset",
+                "args": {"hard": {"type": "boolean", "required": False}},
+            }
         },
         "componentInitSettings": {"batch_size": 4},
         "componentInitParameters": {"temperature": 0.7},
@@ -44,8 +47,15 @@ def component_values(name: str = "echo", version: str = "1.0.0", tag: str = "sta
 
 
 def envelope(values: dict, *, template: str = "Parser/V1", at_body: bool = False, **header):
-    body = {"values": copy.deepcopy(values)} if at_body else {"spec": {"values": copy.deepcopy(values)}}
-    return {"header": {"templateUri": template, "parameters": header.get("parameters", {})}, "body": body}
+    body = (
+        {"values": copy.deepcopy(values)}
+        if at_body
+        else {"spec": {"values": copy.deepcopy(values)}}
+    )
+    return {
+        "header": {"templateUri": template, "parameters": header.get("parameters", {})},
+        "body": body,
+    }
 
 
 def policy_archive(source: str) -> bytes:

@@ -16,7 +16,9 @@ CONTENT = b"model weights \x00\x01\x02" * 1000
 
 def upload(api, name="weights", version="1.0", tag="stable", content=CONTENT, **extra):
     data = {
-        "asset": SimpleUploadedFile("weights.bin", content, content_type="application/octet-stream"),
+        "asset": SimpleUploadedFile(
+            "weights.bin", content, content_type="application/octet-stream"
+        ),
         "asset_name": name,
         "asset_version": version,
         "asset_tag": tag,
@@ -61,7 +63,10 @@ def test_upload_by_uri_on_the_upload_path(api):
     response = api.post(f"{URL}upload/", data, format="multipart")
     assert response.status_code == 201, response.content
     assert response.json()["asset_version"] == {"version": "2", "tag": "beta"}
-    assert response.json()["asset_file_info"]["content_type"] in {"text/plain", "application/octet-stream"}
+    assert response.json()["asset_file_info"]["content_type"] in {
+        "text/plain",
+        "application/octet-stream",
+    }
 
 
 @pytest.mark.django_db

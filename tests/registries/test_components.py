@@ -133,15 +133,23 @@ def test_query_by_type_json_path_and_mongo(api):
     register(api, name="b", version="2.0")
     api.post(
         URL,
-        {**component_values(name="c"), "componentType": "utility", "componentMetadata": {"framework": "onnx"}},
+        {
+            **component_values(name="c"),
+            "componentType": "utility",
+            "componentMetadata": {"framework": "onnx"},
+        },
         format="json",
     )
-    query = {"query": {"variable": "componentMetadata.framework", "operator": "==", "value": "onnx"}}
+    query = {
+        "query": {"variable": "componentMetadata.framework", "operator": "==", "value": "onnx"}
+    }
     response = api.post(f"{URL}query/", query, format="json")
     assert response.status_code == 200
     assert [r["componentURI"] for r in response.json()["results"]] == ["utility.c:1.0.0-stable"]
 
-    mongo = {"query": {"$and": [{"componentType": "model"}, {"componentId.version": {"$in": ["2.0"]}}]}}
+    mongo = {
+        "query": {"$and": [{"componentType": "model"}, {"componentId.version": {"$in": ["2.0"]}}]}
+    }
     response = api.post(f"{URL}query/", mongo, format="json")
     assert [r["componentURI"] for r in response.json()["results"]] == ["model.b:2.0-stable"]
 
@@ -177,7 +185,9 @@ def test_patch_merges_and_identity_cannot_change(api):
     assert response.json()["componentMetadata"] == {"usecase": "chat"}
     assert response.json()["componentInitData"] == {"greeting": "hi"}  # untouched
 
-    moved = api.patch(url, {"componentId": {"name": "x", "version": "1", "releaseTag": "y"}}, format="json")
+    moved = api.patch(
+        url, {"componentId": {"name": "x", "version": "1", "releaseTag": "y"}}, format="json"
+    )
     assert moved.status_code == 400
 
     bad = api.patch(url, {"componentInitData": "nope"}, format="json")

@@ -28,7 +28,7 @@ def http_server():
     """A real local HTTP server answering 200 on / and 503 on /down."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the stdlib's name
+        def do_GET(self):
             self.send_response(503 if self.path.startswith("/down") else 200)
             self.send_header("Content-Length", "2")
             self.end_headers()
@@ -92,14 +92,23 @@ def test_query_json_paths_and_filters(api):
     api.post(URL, body(), format="json")
     api.post(
         URL,
-        body(name="other", container_registry_metadata={"region": "us"},
-             container_registry_storage_info={"storage_type": "fs"}),
+        body(
+            name="other",
+            container_registry_metadata={"region": "us"},
+            container_registry_storage_info={"storage_type": "fs"},
+        ),
         format="json",
     )
     query = {"query": {"container_registry_metadata.owner.team": "infra"}}
     response = api.post(f"{URL}query/", query, format="json")
     assert [r["container_registry_name"] for r in response.json()["results"]] == ["lab-registry"]
-    query = {"query": {"variable": "container_registry_storage_info.storage_type", "operator": "==", "value": "fs"}}
+    query = {
+        "query": {
+            "variable": "container_registry_storage_info.storage_type",
+            "operator": "==",
+            "value": "fs",
+        }
+    }
     response = api.post(f"{URL}query/", query, format="json")
     assert [r["container_registry_name"] for r in response.json()["results"]] == ["other"]
     assert api.get(URL, {"storage_type": "fs"}).json()["count"] == 1
@@ -110,7 +119,12 @@ def test_query_json_paths_and_filters(api):
 def test_owner_rules(api, client_for, other_user, anon_client):
     registry_id = api.post(URL, body(), format="json").json()["container_registry_id"]
     url = f"{URL}{registry_id}/"
-    assert client_for(other_user).patch(url, {"container_registry_tags": []}, format="json").status_code == 403
+    assert (
+        client_for(other_user)
+        .patch(url, {"container_registry_tags": []}, format="json")
+        .status_code
+        == 403
+    )
     assert anon_client.post(URL, body(), format="json").status_code == 401
 
 

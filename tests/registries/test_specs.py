@@ -51,7 +51,9 @@ filter:
     operator: "=="
     value: model
 """
-    response = api.post(URL, spec_body(name="as-yaml", spec_type="search", data=yaml_text), format="json")
+    response = api.post(
+        URL, spec_body(name="as-yaml", spec_type="search", data=yaml_text), format="json"
+    )
     assert response.status_code == 201, response.content
     assert response.json()["specFormat"] == "yaml"
     assert response.json()["specData"]["filter"]["componentQuery"]["value"] == "model"
@@ -149,14 +151,21 @@ def test_query_and_filters(api):
     )
     response = api.post(
         f"{URL}query/",
-        {"query": {"logicalOperator": "AND", "conditions": [
-            {"variable": "specType", "operator": "==", "value": "search"},
-            {"variable": "specMetadata.level", "operator": ">=", "value": 3},
-        ]}},
+        {
+            "query": {
+                "logicalOperator": "AND",
+                "conditions": [
+                    {"variable": "specType", "operator": "==", "value": "search"},
+                    {"variable": "specMetadata.level", "operator": ">=", "value": 3},
+                ],
+            }
+        },
         format="json",
     )
     assert [r["specUri"] for r in response.json()["results"]] == ["find:1.0-stable"]
-    response = api.post(f"{URL}query/", {"query": {"specData.matchType": "component"}}, format="json")
+    response = api.post(
+        f"{URL}query/", {"query": {"specData.matchType": "component"}}, format="json"
+    )
     assert [r["specUri"] for r in response.json()["results"]] == ["find:1.0-stable"]
     listed = api.get(URL, {"specType": "component"}).json()["results"]
     assert [r["specUri"] for r in listed] == ["echo-spec:1.0-stable"]

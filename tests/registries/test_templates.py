@@ -55,7 +55,12 @@ def test_create_get_query_update_delete(api, client_for, other_user):
     assert api.get(URL, {"templatePolicyRuleUri": "some.policy:v1"}).json()["count"] == 1
 
     assert api.patch(url, {"templatePolicyRuleUri": "other:1-x"}, format="json").status_code == 200
-    assert api.patch(url, {"templateVersion": {"templateVersion": "2", "tag": "x"}}, format="json").status_code == 400
+    assert (
+        api.patch(
+            url, {"templateVersion": {"templateVersion": "2", "tag": "x"}}, format="json"
+        ).status_code
+        == 400
+    )
     assert client_for(other_user).delete(url).status_code == 403
     assert api.delete(url).status_code == 204
 
@@ -93,6 +98,8 @@ def test_execute_errors(api):
     response = api.post(f"{URL}ghost:1.0-stable/execute/", {"input_data": {}}, format="json")
     assert response.status_code == 404
 
-    assert api.post(f"{URL}nope:1.0-x/execute/", {"input_data": {}}, format="json").status_code == 404
+    assert (
+        api.post(f"{URL}nope:1.0-x/execute/", {"input_data": {}}, format="json").status_code == 404
+    )
     bad = api.post(f"{URL}fails:1.0-stable/execute/", {"parameters": []}, format="json")
     assert bad.status_code == 400

@@ -20,7 +20,9 @@ class AIOSv1PolicyRule:
 @pytest.fixture
 def components(user):
     registries.register_component(component_values(name="a"), owner=user)
-    registries.register_component({**component_values(name="b"), "componentType": "utility"}, owner=user)
+    registries.register_component(
+        {**component_values(name="b"), "componentType": "utility"}, owner=user
+    )
 
 
 @pytest.mark.django_db

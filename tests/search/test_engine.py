@@ -41,8 +41,12 @@ def components(user):
 @pytest.fixture
 def network(db):
     """Stand-ins for clusters (asset registries) and blocks (assets) with a real FK."""
-    eu = AssetRegistry.objects.create(name="eu", public_url="http://eu", metadata={"vendor": "dma", "gpus": 8})
-    us = AssetRegistry.objects.create(name="us", public_url="http://us", metadata={"vendor": "acme", "gpus": 2})
+    eu = AssetRegistry.objects.create(
+        name="eu", public_url="http://eu", metadata={"vendor": "dma", "gpus": 8}
+    )
+    us = AssetRegistry.objects.create(
+        name="us", public_url="http://us", metadata={"vendor": "acme", "gpus": 2}
+    )
     for registry, names in ((eu, ["eu-1", "eu-2"]), (us, ["us-1"])):
         for index, name in enumerate(names):
             Asset.objects.create(
@@ -55,9 +59,15 @@ def network(db):
                 assets_db=registry,
                 metadata={"replicas": index + 1, "load": 0.2 if name != "eu-2" else 0.9},
             )
-    cluster_fields = QueryFields(fields={"id": "pk", "name": "name"}, json_fields={"clusterMetadata": "metadata"})
-    block_fields = QueryFields(fields={"id": "asset_uri", "name": "name"}, json_fields={"blockMetadata": "metadata"})
-    metrics_fields = QueryFields(fields={"blockId": "asset_uri"}, json_fields={"metrics": "metadata"})
+    cluster_fields = QueryFields(
+        fields={"id": "pk", "name": "name"}, json_fields={"clusterMetadata": "metadata"}
+    )
+    block_fields = QueryFields(
+        fields={"id": "asset_uri", "name": "name"}, json_fields={"blockMetadata": "metadata"}
+    )
+    metrics_fields = QueryFields(
+        fields={"blockId": "asset_uri"}, json_fields={"metrics": "metadata"}
+    )
     register("testCluster", AssetRegistry.objects.all, cluster_fields, model_document)
     register(
         "testBlock",
@@ -74,7 +84,13 @@ def network(db):
 
 @pytest.mark.django_db
 def test_component_query_single_step(components):
-    query = {"componentQuery": {"variable": "componentMetadata.framework", "operator": "==", "value": "onnx"}}
+    query = {
+        "componentQuery": {
+            "variable": "componentMetadata.framework",
+            "operator": "==",
+            "value": "onnx",
+        }
+    }
     assert uris(engine.filter_entities("component", query)) == ["model.b:2.0-stable"]
     mongo = {"componentQuery": {"componentType": {"$in": ["utility"]}}}
     assert uris(engine.search("component", mongo)) == ["utility.c:1.0.0-stable"]
@@ -84,7 +100,9 @@ def test_component_query_single_step(components):
 
 @pytest.mark.django_db
 def test_block_search_narrowed_by_cluster_query(network):
-    by_cluster = {"testClusterQuery": {"variable": "clusterMetadata.vendor", "operator": "==", "value": "dma"}}
+    by_cluster = {
+        "testClusterQuery": {"variable": "clusterMetadata.vendor", "operator": "==", "value": "dma"}
+    }
     assert uris(engine.search("testBlock", by_cluster), "id") == ["eu-1:1-x", "eu-2:1-x"]
     both = {
         **by_cluster,
@@ -95,7 +113,9 @@ def test_block_search_narrowed_by_cluster_query(network):
 
 @pytest.mark.django_db
 def test_block_search_with_metrics_prefilter_and_all_combined_with_and(network):
-    low_load = {"testBlockMetricsQuery": {"variable": "metrics.load", "operator": "<", "value": 0.5}}
+    low_load = {
+        "testBlockMetricsQuery": {"variable": "metrics.load", "operator": "<", "value": 0.5}
+    }
     assert uris(engine.search("testBlock", low_load), "id") == ["eu-1:1-x", "us-1:1-x"]
     combined = {
         **low_load,
@@ -110,7 +130,12 @@ def test_foreign_keys_imply_relations_and_metrics_prefilters(network):
     # "...Metrics" entity with an FK to the cluster becomes its pre-filter.
     register("fkBlock", Asset.objects.all, QueryFields.of("name"), model_document)
     register("fkCluster", AssetRegistry.objects.all, QueryFields.of("name"), model_document)
-    register("fkClusterMetrics", Asset.objects.all, QueryFields(json_fields={"m": "metadata"}), model_document)
+    register(
+        "fkClusterMetrics",
+        Asset.objects.all,
+        QueryFields(json_fields={"m": "metadata"}),
+        model_document,
+    )
     found = engine.search("fkBlock", {"fkClusterQuery": {"name": "us"}})
     assert [r["name"] for r in found] == ["us-1"]
     hot = engine.search("fkCluster", {"fkClusterMetricsQuery": {"m.load": {"$gt": 0.5}}})
@@ -163,7 +188,10 @@ def test_relation_to_an_entity_not_available_yet_is_400_only_when_used(network, 
 def test_policies_are_searchable(user):
     uri = register_test_policy(POLICY, name="ranker-alpha", metadata={"kind": "ranking"})
     register_test_policy(POLICY, name="other-beta", metadata={"kind": "allocator"})
-    found = engine.search("policy", {"policyQuery": {"variable": "metadata.kind", "operator": "==", "value": "ranking"}})
+    found = engine.search(
+        "policy",
+        {"policyQuery": {"variable": "metadata.kind", "operator": "==", "value": "ranking"}},
+    )
     assert [r["policy_rule_uri"] for r in found] == [uri]
     found = engine.search("policy", {"policyQuery": {"name": {"$regex": "beta$"}}})
     assert [r["name"] for r in found] == ["other-beta"]

@@ -123,4 +123,7 @@ def test_aios_ir_with_values_wrapper_and_filter_rule(ranker):
     }
     out = engine.run_ir(values)
     assert out["count"] == 2
-    assert [r["componentURI"] for r in out["results"]] == ["model.b:1.0.0-stable", "model.a:1.0.0-stable"]
+    assert [r["componentURI"] for r in out["results"]] == [
+        "model.b:1.0.0-stable",
+        "model.a:1.0.0-stable",
+    ]

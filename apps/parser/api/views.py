@@ -23,6 +23,7 @@ from apps.parser import actions, services
 from apps.parser.api.serializers import ParserTaskSerializer, WithSpecBodySerializer
 from apps.parser.filtersets import ParserTaskFilterSet
 from apps.parser.models import ParserTask
+from apps.registries.api.views import NulSafeMixin
 
 TASK_HEADER = "X-AIOS-Parser-Task"
 
@@ -119,6 +120,7 @@ class ParserWithSpecView(APIView):
 
 
 class ParserTaskViewSet(
+    NulSafeMixin,
     OwnedQuerysetMixin,
     QueryMixin,
     mixins.ListModelMixin,

@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from apps.parser.validation import find_nul
 from apps.registries import services
 from apps.registries.choices import RegistryType, SpecType, StorageType
 from apps.registries.models import (
@@ -41,8 +42,20 @@ class TagsField(serializers.Field):
         return list(value or [])
 
 
+class StoredJSONField(serializers.JSONField):
+    """JSON that is stored: PostgreSQL cannot keep NUL characters, so they are a 400."""
+
+    default_error_messages = {"nul": "NUL characters (\\u0000) are not accepted"}
+
+    def to_internal_value(self, data: Any) -> Any:
+        value = super().to_internal_value(data)
+        if find_nul(value) is not None:
+            self.fail("nul")
+        return value
+
+
 @extend_schema_field(OpenApiTypes.OBJECT)
-class JSONObjectField(serializers.JSONField):
+class JSONObjectField(StoredJSONField):
     """A JSON field that must hold an object."""
 
     default_error_messages = {"not_object": "expected a JSON object"}
@@ -77,7 +90,7 @@ class SpecSerializer(serializers.ModelSerializer):
     )
     specMetadata = JSONObjectField(source="metadata", required=False)
     specTags = TagsField(source="tags", required=False)
-    specData = serializers.JSONField(
+    specData = StoredJSONField(
         source="spec_data",
         help_text="A JSON object, or a string holding JSON or YAML: a full envelope "
         "({header, body}) or only the spec values. Validated against the built-in schema "
@@ -131,7 +144,7 @@ class TemplateSerializer(serializers.ModelSerializer):
     )
     templateMetadata = JSONObjectField(source="metadata", required=False)
     templateTags = TagsField(source="tags", required=False)
-    templateData = serializers.JSONField(
+    templateData = StoredJSONField(
         source="template_data",
         required=False,
         help_text="A JSON-schema-like description of the custom spec (object or string).",
@@ -240,7 +253,7 @@ class StorageInfoSerializer(serializers.Serializer):
 
 
 @extend_schema_field(StorageInfoSerializer)
-class StorageInfoField(serializers.JSONField):
+class StorageInfoField(JSONObjectField):
     def to_internal_value(self, data: Any) -> dict:
         value = super().to_internal_value(data)
         nested = StorageInfoSerializer(data=value)
@@ -397,7 +410,7 @@ class AssetUploadSerializer(serializers.Serializer):
     asset_name = serializers.CharField(required=False, max_length=200)
     asset_version = serializers.CharField(required=False, max_length=64)
     asset_tag = serializers.CharField(required=False, max_length=64)
-    asset_metadata = serializers.JSONField(required=False, help_text="A JSON object (as text).")
+    asset_metadata = StoredJSONField(required=False, help_text="A JSON object (as text).")
     asset_tags = TagsField(required=False)
 
 

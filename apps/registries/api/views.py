@@ -26,6 +26,7 @@ from apps.core.api.mixins import OwnedQuerysetMixin, QueryMixin
 from apps.core.errors import NotFound, ValidationFailed
 from apps.core.permissions import IsOwnerOrStaffForWrites
 from apps.core.uris import URIError, parse_uri
+from apps.parser.validation import reject_nul
 from apps.registries import filtersets, queries, services
 from apps.registries.api import serializers as s
 from apps.registries.choices import AssetSource
@@ -38,13 +39,30 @@ from apps.registries.models import (
     Spec,
     Template,
 )
+from apps.registries.services.common import lookup_value
 
 log = logging.getLogger("aios.registries")
 
 URI_LOOKUP = r"[^/]+"
 
 
-class RegistryViewSet(OwnedQuerysetMixin, QueryMixin, viewsets.ModelViewSet):
+class NulSafeMixin:
+    """PostgreSQL refuses NUL characters in text parameters: a query body holding one is
+    a 400 and a path holding one names nothing (404), instead of a database error."""
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        if getattr(self, "action", None) == "query":
+            reject_nul(request.data, [], "the query")
+
+    def get_object(self):
+        lookup = self.kwargs.get(self.lookup_url_kwarg or self.lookup_field)
+        if lookup_value(lookup) is None:
+            raise NotFound(f"no {self.basename.replace('-', ' ')} {lookup!r}")
+        return super().get_object()
+
+
+class RegistryViewSet(NulSafeMixin, OwnedQuerysetMixin, QueryMixin, viewsets.ModelViewSet):
     """CRUD + ``query/``; reads are open, writes need a user, changes need the owner."""
 
     permission_classes = [IsOwnerOrStaffForWrites]
@@ -175,7 +193,9 @@ class AssetRegistryViewSet(UUIDLookupMixin, RegistryViewSet):
     query_fields = queries.ASSET_REGISTRY_FIELDS
     lookup_url_kwarg = "asset_registry_id"
 
-    @extend_schema(summary="Check the asset DB's public URL answers", responses=s.UrlHealthSerializer)
+    @extend_schema(
+        summary="Check the asset DB's public URL answers", responses=s.UrlHealthSerializer
+    )
     @action(detail=True, methods=["get"], permission_classes=[IsAuthenticated])
     def health(self, request: Request, asset_registry_id: str | None = None) -> Response:
         registry = self.get_object()

@@ -26,6 +26,7 @@ from apps.registries.models import Asset, AssetRegistry
 from apps.registries.services.common import (
     create_unique,
     field_error,
+    lookup_value,
     normalize_tags,
     versioned_uri,
 )
@@ -128,9 +129,9 @@ def store_asset(
     storage_name = f"assets/{sha256[:2]}/{sha256}"
     if not default_storage.exists(storage_name):
         storage_name = default_storage.save(storage_name, upload)
-    filename = os.path.basename(getattr(upload, "name", "") or "")[:255]
+    filename = os.path.basename(getattr(upload, "name", "") or "").replace("\x00", "")[:255]
     content_type = (
-        getattr(upload, "content_type", None)
+        (getattr(upload, "content_type", None) or "").replace("\x00", "")
         or mimetypes.guess_type(filename)[0]
         or "application/octet-stream"
     )
@@ -204,7 +205,7 @@ def register_external_asset(
 
 
 def get_asset(uri: str) -> Asset:
-    asset = Asset.objects.filter(asset_uri=uri).first()
+    asset = Asset.objects.filter(asset_uri=uri).first() if lookup_value(uri) else None
     if asset is None:
         raise NotFound(f"asset {uri!r} not found", details=[{"asset_uri": uri}])
     return asset

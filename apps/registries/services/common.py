@@ -54,6 +54,8 @@ def normalize_tags(value: Any, field: str = "tags") -> list[str]:
         value = [part.strip() for part in value.split(",") if part.strip()]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise field_error(field, "expected a list of strings or a comma-separated string")
+    if any("\x00" in v for v in value):
+        raise field_error(field, "NUL characters are not accepted")
     if len(value) > MAX_TAGS:
         raise field_error(field, f"at most {MAX_TAGS} tags")
     return value
@@ -121,3 +123,11 @@ def run_policy(
     return evaluate_policy(
         policy_rule_uri, input_data, parameters=parameters or {}, settings=settings, mode="sandbox"
     )
+
+
+def lookup_value(value: Any) -> str | None:
+    """A URI or id from a path or query string, or None when it cannot name a record
+    (PostgreSQL refuses NUL characters in text parameters)."""
+    if not isinstance(value, str) or not value or "\x00" in value or len(value) > 1000:
+        return None
+    return value

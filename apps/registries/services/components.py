@@ -14,9 +14,8 @@ from typing import Any
 from apps.core.errors import NotFound, ValidationFailed
 from apps.core.uris import URIError, build_component_uri
 from apps.parser import validation
-from apps.registries.choices import ComponentMode
 from apps.registries.models import Component
-from apps.registries.services.common import create_unique
+from apps.registries.services.common import create_unique, lookup_value
 
 log = logging.getLogger("aios.registries")
 
@@ -58,11 +57,6 @@ def _normalize(values: dict, base: list[Any]) -> dict:
                     ],
                 )
             values[canonical] = values.pop(alias)
-    # The AIOS example writes "third-party"; the schema's enum is "third_party".
-    info = values.get("containerRegistryInfo")
-    for node in (info, (info or {}).get("initContainer") if isinstance(info, dict) else None):
-        if isinstance(node, dict) and node.get("componentMode") == "third-party":
-            node["componentMode"] = ComponentMode.THIRD_PARTY
     return values
 
 
@@ -123,7 +117,7 @@ def register_component(values: Any, *, owner=None, base: list[Any] | None = None
 
 
 def get_component(uri: str) -> Component:
-    component = Component.objects.filter(component_uri=uri).first()
+    component = Component.objects.filter(component_uri=uri).first() if lookup_value(uri) else None
     if component is None:
         raise NotFound(f"component {uri!r} not found", details=[{"componentURI": uri}])
     return component

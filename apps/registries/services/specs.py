@@ -16,6 +16,7 @@ from apps.registries.models import Spec, Template
 from apps.registries.services.common import (
     create_unique,
     field_error,
+    lookup_value,
     normalize_tags,
     run_policy,
     versioned_uri,
@@ -125,7 +126,7 @@ def envelope_of(spec: Spec, action: str) -> dict:
 
 
 def get_spec(spec_uri: str) -> Spec:
-    spec = Spec.objects.filter(spec_uri=spec_uri).first()
+    spec = Spec.objects.filter(spec_uri=spec_uri).first() if lookup_value(spec_uri) else None
     if spec is None:
         raise NotFound(f"spec {spec_uri!r} not found", details=[{"specUri": spec_uri}])
     return spec
@@ -213,7 +214,11 @@ def update_spec(spec: Spec, **changes: Any) -> Spec:
 
 
 def get_template(template_uri: str) -> Template:
-    template = Template.objects.filter(template_uri=template_uri).first()
+    template = (
+        Template.objects.filter(template_uri=template_uri).first()
+        if lookup_value(template_uri)
+        else None
+    )
     if template is None:
         raise NotFound(
             f"template {template_uri!r} not found", details=[{"templateUri": template_uri}]
