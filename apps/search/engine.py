@@ -72,8 +72,11 @@ def _narrowed(entity: SearchableEntity, filter_: dict, visiting: frozenset[str])
     queryset = entity.queryset_fn()
     key = entity.key
     if key in filter_:
+        query = filter_[key]
+        if entity.prepare_query is not None:
+            query = entity.prepare_query(query)
         try:
-            queryset = queryset.filter(compile_query(filter_[key], entity.fields))
+            queryset = queryset.filter(compile_query(query, entity.fields))
         except QueryError as exc:
             raise QueryError(
                 f"{key}: {exc.message}", details=[{"filterKey": key}, *exc.details]

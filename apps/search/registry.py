@@ -76,6 +76,9 @@ class SearchableEntity:
     id_key: str = "id"  # the key of a serialized candidate that identifies it (ranking)
     default: bool = False
     ordering: tuple[str, ...] = field(default_factory=tuple)
+    # Rewrites a query before it is compiled (e.g. the metrics app strips the reference's
+    # ``cluster.`` / ``metrics.`` prefixes and turns numeric strings into numbers).
+    prepare_query: Callable[[Any], Any] | None = None
 
     @property
     def key(self) -> str:
@@ -107,6 +110,7 @@ def register(
     id_key: str = "id",
     ordering: Iterable[str] = (),
     default: bool = False,
+    prepare_query: Callable[[Any], Any] | None = None,
 ) -> SearchableEntity | None:
     """Make ``match_type`` searchable; an explicit registration replaces an earlier one,
     a ``default`` one only fills a gap. Returns the entity, or None when ignored."""
@@ -120,6 +124,7 @@ def register(
         id_key=id_key,
         default=default,
         ordering=tuple(ordering),
+        prepare_query=prepare_query,
     )
     with _lock:
         current = _entities.get(match_type)
