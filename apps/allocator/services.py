@@ -198,15 +198,15 @@ def build_snapshots(cluster_ids: list[str]) -> dict[str, dict[str, Any]]:
         row["node_id"]: row
         for row in Allocation.objects.filter(node_id__in=node_ids)
         .values("node_id")
-        .annotate(vcpus=Sum("vcpus"), memory=Sum("memory_mb"))
+        .annotate(held_vcpus=Sum("vcpus"), held_memory=Sum("memory_mb"))
     }
     gpu_state: dict[int, dict[str, Any]] = {}
     for row in (
         GPUAllocation.objects.filter(gpu__node_id__in=node_ids)
         .values("gpu_id")
         .annotate(
-            exclusive=Count("id", filter=Q(exclusive=True)),
-            shared=Sum("memory_mb", filter=Q(exclusive=False)),
+            n_exclusive=Count("id", filter=Q(exclusive=True)),
+            shared_mb=Sum("memory_mb", filter=Q(exclusive=False)),
         )
     ):
         gpu_state[row["gpu_id"]] = row
@@ -247,7 +247,7 @@ def _node_snapshot(node, gpus, reserved, gpu_state, metrics) -> dict[str, Any]:
     gpu_docs = []
     for gpu in gpus:
         state = gpu_state.get(gpu.pk) or {}
-        shared_reserved = int(state.get("shared") or 0)
+        shared_reserved = int(state.get("shared_mb") or 0)
         free = gpu.memory_mb - shared_reserved
         measured = metric_gpus.get(gpu.index)
         utilization = None
@@ -260,20 +260,20 @@ def _node_snapshot(node, gpus, reserved, gpu_state, metrics) -> dict[str, Any]:
                 "model": gpu.model,
                 "memory_mb": gpu.memory_mb,
                 "shared": gpu.shared,
-                "exclusive_taken": bool(state.get("exclusive")),
+                "exclusive_taken": bool(state.get("n_exclusive")),
                 "shared_reserved_mb": shared_reserved,
                 "free_memory_mb": max(0, free),
                 "utilization": utilization,
             }
         )
     vcpu_count = node.vcpu_count
-    memory_free = node.memory - int(held.get("memory") or 0)
+    memory_free = node.memory - int(held.get("held_memory") or 0)
     if metrics:
         memory_free = min(memory_free, int((metrics.get("memory") or {}).get("freeMem") or 0))
     return {
         "node_id": node.id,
         "status": node.effective_status,
-        "vcpus": {"count": vcpu_count, "free": vcpu_count - float(held.get("vcpus") or 0)},
+        "vcpus": {"count": vcpu_count, "free": vcpu_count - float(held.get("held_vcpus") or 0)},
         "memory": {"total": node.memory, "free": max(0, memory_free)},
         "load_15m": ((metrics or {}).get("vcpu") or {}).get("load_15m"),
         "gpus": gpu_docs,
@@ -457,6 +457,24 @@ def allocate(
     ]
     feasible = [s for s in scored if s["score_data"]["score"] > 0]
     if not feasible:
+        # Say why for the clusters the selection dropped too (failure path only, bounded).
+        for cid in [c for c in candidates if c not in selected][:5]:
+            snapshot = snapshots[cid]
+            result = _evaluate(
+                ra,
+                {"action": "dry_run", "payload": _payload(values, snapshot, req, count)},
+                cluster=snapshot["cluster"],
+            )
+            data = _score_data(result, ra.uri)
+            summary.append(
+                {
+                    "cluster_id": cid,
+                    "score": 0.0,
+                    "node_id": None,
+                    "reason": "not selected by the clusterAllocator"
+                    + (f": {data.get('reason')}" if data.get("reason") else ""),
+                }
+            )
         reasons = "; ".join(f"{s['cluster_id']}: {s['reason']}" for s in summary[:5])
         raise AllocationError(
             f"no cluster can place {count} instance(s)"
@@ -694,8 +712,10 @@ def release(instance_id: str) -> int:
 def release_block(block_id: str) -> int:
     if not block_id:
         return 0
-    deleted, _ = Allocation.objects.filter(block_id=block_id).delete()
-    return deleted
+    allocations = Allocation.objects.filter(block_id=block_id)
+    count = allocations.count()
+    allocations.delete()
+    return count
 
 
 def scale(
