@@ -15,9 +15,11 @@ def _wait_finished(client, job_id: str) -> dict:
     return wait_until(finished, 60, "the policy job to finish", interval=0.2)
 
 
-def test_job_runs_once_and_records_its_result(celery_worker, client_for, user):
+def test_jobs_run_once_and_record_their_result_or_error(celery_worker, client_for, user):
+    # One worker for both cases: starting a real worker is the slow part of this test.
     client = client_for(user)
     upload(client, "echo", ECHO_POLICY, policy_parameters={"a": 1})
+    upload(client, "behaviour", BEHAVIOUR_POLICY)
     response = client.post(
         "/api/v1/policy-jobs/",
         {
@@ -31,32 +33,27 @@ def test_job_runs_once_and_records_its_result(celery_worker, client_for, user):
     assert response.status_code == 202, response.json()
     created = response.json()
     assert created["status"] == "pending" and created["task_id"]
+    failing = client.post(
+        "/api/v1/policy-jobs/",
+        {"name": "bad", "policy_rule_uri": "behaviour:1.0-test", "inputs": {"op": "raise"}},
+        format="json",
+    ).json()
 
     job = _wait_finished(client, created["job_id"])
     assert job["status"] == "completed", job
     assert job["result"]["input"] == {"day": "2025-05-01"}
     assert job["result"]["parameters"] == {"a": 1, "b": 2}
-
     task = client.get(created["status_url"]).json()
     assert task["task_type"] == "policy_job"
     assert task["task_status"] == "completed"
     assert task["task_status_data"]["result"] == job["result"]
 
-
-def test_failing_job_is_failed_with_the_policy_error(celery_worker, client_for, user):
-    client = client_for(user)
-    upload(client, "behaviour", BEHAVIOUR_POLICY)
-    created = client.post(
-        "/api/v1/policy-jobs/",
-        {"name": "bad", "policy_rule_uri": "behaviour:1.0-test", "inputs": {"op": "raise"}},
-        format="json",
-    ).json()
-    job = _wait_finished(client, created["job_id"])
-    assert job["status"] == "failed"
-    assert job["error"]["code"] == "exception"
-    assert "boom from policy" in job["error"]["message"]
-    task = client.get(created["status_url"]).json()
-    assert task["task_status"] == "failed" and "boom from policy" in task["error"]
+    failed = _wait_finished(client, failing["job_id"])
+    assert failed["status"] == "failed"
+    assert failed["error"]["code"] == "exception"
+    assert "boom from policy" in failed["error"]["message"]
+    failed_task = client.get(failing["status_url"]).json()
+    assert failed_task["task_status"] == "failed" and "boom from policy" in failed_task["error"]
 
 
 def test_job_submission_validates_before_queueing(db, api):
