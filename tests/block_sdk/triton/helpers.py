@@ -80,9 +80,10 @@ def start_block(
     init_data: dict,
     instances: int = 1,
     ready_timeout: float = 60.0,
+    executor: bool = True,
 ) -> RunningBlock:
-    """Start `instances` instance processes and one executor; wait until the executor
-    sees them all alive."""
+    """Start `instances` instance processes and (unless `executor=False`) one executor;
+    wait until every instance heartbeats and the executor sees them all alive."""
     ids = [f"i-{n + 1}" for n in range(instances)]
     block = RunningBlock(block_id, free_port())
     try:
@@ -108,33 +109,34 @@ def start_block(
                 )
             )
         http_port = free_port()
-        block.procs.append(
-            ManagedProcess(
-                [
-                    sys.executable,
-                    "-m",
-                    "block_sdk.executor",
-                    "--block-id",
-                    block_id,
-                    "--grpc-port",
-                    str(block.grpc_port),
-                    "--http-port",
-                    str(http_port),
-                    "--grpc-host",
-                    "127.0.0.1",
-                    "--http-host",
-                    "127.0.0.1",
-                    "--redis-url",
-                    redis_url,
-                    "--instances",
-                    ",".join(ids),
-                    "--watch-interval-s",
-                    "0.2",
-                ],
-                env=child_env(redis_url),
-                log_path=tmp_path / f"{block_id}-executor.log",
+        if executor:
+            block.procs.append(
+                ManagedProcess(
+                    [
+                        sys.executable,
+                        "-m",
+                        "block_sdk.executor",
+                        "--block-id",
+                        block_id,
+                        "--grpc-port",
+                        str(block.grpc_port),
+                        "--http-port",
+                        str(http_port),
+                        "--grpc-host",
+                        "127.0.0.1",
+                        "--http-host",
+                        "127.0.0.1",
+                        "--redis-url",
+                        redis_url,
+                        "--instances",
+                        ",".join(ids),
+                        "--watch-interval-s",
+                        "0.2",
+                    ],
+                    env=child_env(redis_url),
+                    log_path=tmp_path / f"{block_id}-executor.log",
+                )
             )
-        )
         client = redis.Redis.from_url(redis_url, socket_timeout=5)
 
         def ready() -> bool:
@@ -142,18 +144,19 @@ def start_block(
                 if p.proc.poll() is not None:
                     raise RuntimeError(f"a block process exited early:\n{block.logs()}")
             alive = all(client.exists(f"aios:block:{{{block_id}}}:hb:{i}") for i in ids)
-            return alive and port_open(block.grpc_port)
+            return alive and (not executor or port_open(block.grpc_port))
 
         try:
             wait_until(ready, ready_timeout, f"block {block_id} to come up")
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{block.logs()}") from None
-        # The executor learns liveness on its next watch tick.
-        wait_until(
-            lambda: _executor_health(http_port)["instances_alive"] == instances,
-            20,
-            "the executor to see every instance",
-        )
+        if executor:
+            # The executor learns liveness on its next watch tick.
+            wait_until(
+                lambda: _executor_health(http_port)["instances_alive"] == instances,
+                20,
+                "the executor to see every instance",
+            )
         client.close()
         return block
     except BaseException:
