@@ -70,9 +70,8 @@ def map_error(exc: BaseException, url: str, model: str) -> DataPlaneError:
         isinstance(exc, OSError) or "connect" in message.lower() or "unavailable" in message.lower()
     ):
         code = UNAVAILABLE
-    return DataPlaneError(
-        code, f"triton {model!r} at {url}: {message}", triton_url=url, model_name=model
-    )
+    where = f"triton {model!r} at {url}" if model else f"triton at {url}"
+    return DataPlaneError(code, f"{where}: {message}", triton_url=url, model_name=model)
 
 
 class TritonConnection:

@@ -4,8 +4,13 @@ INVALID_ARGUMENT errors, health reflects server and model readiness."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
 
 import numpy as np
 import psutil
@@ -215,6 +220,47 @@ def test_unreachable_triton_is_unavailable_not_a_hang(protocol: str) -> None:
     assert url in err.value.message
     with pytest.raises(TritonUnhealthy):
         tester.health()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """Accepts connections and never answers: a Triton that hangs."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(srv.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{srv.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
+    srv.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_hanging_triton_costs_at_most_timeout_s(silent_server: str, protocol: str) -> None:
+    tester = BlockTester(
+        TritonModelBlock,
+        init_data={"triton_url": silent_server, "protocol": protocol, "timeout_s": 1},
+    )
+    t0 = time.monotonic()
+    with pytest.raises(BlockTestError) as err:
+        tester.run({"x": X})
+    assert err.value.code == "DEADLINE_EXCEEDED"
+    t1 = time.monotonic()
+    with pytest.raises(TritonUnhealthy):
+        tester.health()
+    assert t1 - t0 < 3 and time.monotonic() - t1 < 3
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
