@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from block_sdk.packet import make_block_packet
+from block_sdk.protos import aios_packet_pb2 as pb
 from block_sdk.queues import (
     BlockKeys,
     QueueEnvelope,
@@ -181,3 +182,39 @@ def test_concurrent_callers_are_all_answered(plane):
     results = [json.loads(f.result().data) for f in futures]
     assert [r["input"]["n"] for r in results] == list(range(200))
     assert {r["instance_id"] for r in results} == {"c1", "c2"}
+
+
+def test_events_and_sidecars_write_bounded_redis_structures(redis_url, redis_client):
+    from block_sdk.instance.context import BlockEvents, BlockSideCars
+    from block_sdk.packet import Packet
+
+    block = new_block_id("sc")
+    keys = BlockKeys(block)
+    stream = f"{keys.base}:events"
+    try:
+        events = BlockEvents(block, "i1", redis_url=redis_url, stream=stream, maxlen=5)
+        for n in range(400):
+            assert events.push_event("tick", {"n": n})
+        # Approximate trimming (whole stream nodes of ~100 entries) keeps it near its cap.
+        assert redis_client.xlen(stream) <= 200
+        last = redis_client.xrevrange(stream, count=1)[0][1]
+        assert json.loads(last[b"event_data"]) == {"n": 399} and last[b"instance_id"] == b"i1"
+
+        cars = BlockSideCars(
+            block, {"saver": {}, "audit": {}}, redis_url=redis_url, maxlen=3, ttl_s=60
+        )
+        packet = Packet(session_id="s", seq_no=1, data='{"a": 1}')
+        for _ in range(5):
+            assert cars.push_to_all_sidecars(packet) == {"saver": True, "audit": True}
+        saver = keys.sidecar("saver")
+        assert redis_client.llen(saver) == 3 and 0 < redis_client.ttl(saver) <= 60
+        got = pb.AIOSPacket.FromString(redis_client.lindex(saver, 0))
+        assert (got.session_id, got.data) == ("s", '{"a": 1}')
+        cars.push_to_sidecar("audit", {"plain": "dict"})
+        assert json.loads(redis_client.lindex(keys.sidecar("audit"), 0)) == {"plain": "dict"}
+        with pytest.raises(KeyError):
+            cars.push_to_sidecar("nope", {})
+    finally:
+        pattern = f"{keys.base}:*".replace("{", "\\{").replace("}", "\\}")
+        for key in redis_client.scan_iter(match=pattern):
+            redis_client.delete(key)
