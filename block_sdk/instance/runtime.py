@@ -109,6 +109,9 @@ class Block:
         self._incarnation = uuid.uuid4().hex
         self._mux_waiting: dict[tuple[str, int], list[tuple[QueueEnvelope | None, bytes]]] = {}
         self._lock = threading.Lock()  # counters and muxer state are shared by consumers
+        # With one consumer, block code is never entered twice at once: on_update waits for
+        # the on_data in progress (block classes written for concurrency 1 need not lock).
+        self._block_lock = threading.Lock()
         self._thread_stop = threading.Event()
 
     # -- entry points --------------------------------------------------------------------
@@ -125,7 +128,11 @@ class Block:
             uvloop.install()
         except ImportError:  # optional speed-up only
             pass
-        asyncio.run(self.serve())
+        try:
+            asyncio.run(self.serve())
+        except Exception:
+            log.exception("instance failed", extra={"block_class": self.block_cls.__name__})
+            raise SystemExit(1) from None
 
     async def serve(self) -> None:
         cfg = self.config
@@ -277,7 +284,10 @@ class Block:
         with self._lock:
             self._inflight += 1
         t0 = time.perf_counter()
+        serial = self.config.concurrency == 1
         try:
+            if serial:
+                self._block_lock.acquire()
             outputs = self.pipeline.process(packet)
             result, error = output_packet(packet, outputs), None
         except DataPlaneError as exc:
@@ -285,6 +295,8 @@ class Block:
         except Exception as exc:  # defensive: the pipeline wraps block errors already
             result, error = None, DataPlaneError(INTERNAL, f"{type(exc).__name__}: {exc}")
         finally:
+            if serial:
+                self._block_lock.release()
             with self._lock:
                 self._inflight -= 1
         elapsed = time.perf_counter() - t0
@@ -571,12 +583,15 @@ class Block:
         await pipe.execute()
 
     async def apply_parameters(self, params: dict[str, Any]) -> tuple[bool, Any]:
-        # The data pool serialises on_update with on_data when concurrency is 1.
         loop = asyncio.get_running_loop()
-        ok, result = await loop.run_in_executor(self._data_pool, self.pipeline.update, params)
+        ok, result = await loop.run_in_executor(self._data_pool, self._update_locked, params)
         self.context.metrics.increment_counter("aios_instance_param_updates_total")
         log.info("parameters updated", extra={"ok": ok, "keys": sorted(params)})
         return ok, result
+
+    def _update_locked(self, params: dict[str, Any]) -> tuple[bool, Any]:
+        with self._block_lock:
+            return self.pipeline.update(params)
 
     # -- HTTP ----------------------------------------------------------------------------
     async def _start_http(self) -> web.AppRunner:
