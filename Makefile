@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v /usr/bin/python3.11 || command -v python3.11 || com
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint format schema down status clean-data
+.PHONY: up test lint format schema down status images images-check images-dry-run
 
 $(STAMP): requirements.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -36,3 +36,7 @@ down:
 
 status:
 	$(VENV)/bin/python -m aios_site.embedded status
+
+## Container images (docker, podman or buildah; docs/deploy.md)
+images images-check images-dry-run:
+	$(MAKE) -f deploy/Makefile.images $@

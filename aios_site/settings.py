@@ -29,6 +29,11 @@ DEBUG = env_bool("DEBUG", False)
 # A fresh machine gets a per-data-dir random key so sessions survive restarts of `make up`.
 SECRET_KEY = os.environ.get("SECRET_KEY") or embedded.local_secret("secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver")
+# Behind a TLS-terminating proxy/Ingress (the Helm chart), trust its X-Forwarded-Proto.
+if env_bool("AIOS_BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
 CSRF_TRUSTED_ORIGINS = env_list(
     "CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000"
 )
