@@ -62,8 +62,9 @@ class FunctionRunner(Protocol):
     def start_replica(self, spec: FunctionSpec, index: int) -> dict[str, Any]:
         """Start replica ``index``; return its JSON state (must hold ``url``)."""
 
-    def stop_replica(self, replica: dict[str, Any]) -> None:
-        """Stop a replica described by the state ``start_replica`` returned."""
+    def stop_replica(self, replica: dict[str, Any], *, force: bool = False) -> None:
+        """Stop a replica described by the state ``start_replica`` returned (``force``: at
+        once, for a replica stuck in a call that could not shut down cleanly anyway)."""
 
     def replica_alive(self, replica: dict[str, Any]) -> bool:
         """Whether the replica's process is still the one that was started."""
@@ -196,9 +197,9 @@ class LocalProcessRunner:
         except psutil.Error:
             return False
 
-    def stop_replica(self, replica: dict[str, Any]) -> None:
+    def stop_replica(self, replica: dict[str, Any], *, force: bool = False) -> None:
         if self.replica_alive(replica):
-            self._kill(int(replica["pid"]))
+            self._kill(int(replica["pid"]), grace=0.0 if force else 3.0)
 
     @staticmethod
     def _kill(pid: int, grace: float = 3.0) -> None:

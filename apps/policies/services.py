@@ -85,6 +85,7 @@ FETCH_TIMEOUT = 15.0  # seconds for the whole download of a code_url
 FETCH_MAX_REDIRECTS = 3
 EXECUTOR_TIMEOUT = 5.0  # health probes of executors
 FUNCTION_CALL_TIMEOUT = 30.0  # default per-call limit of a function replica
+FUNCTION_HEALTH_TIMEOUT = 2.0
 MAX_REPLICAS = 16
 RR_KEY_TTL = 24 * 3600
 PREVIEW_MAX_BYTES = 256 * 1024
@@ -979,6 +980,14 @@ def function_runner() -> FunctionRunner:
     return _runner
 
 
+def function_call_timeout() -> float:
+    """Seconds a replica may spend on one call (``AIOS_POLICY_FUNCTION_TIMEOUT``, default 30)."""
+    try:
+        return float(os.environ.get("AIOS_POLICY_FUNCTION_TIMEOUT") or FUNCTION_CALL_TIMEOUT)
+    except ValueError:
+        return FUNCTION_CALL_TIMEOUT
+
+
 def get_function(name: str) -> PolicyFunction:
     function = PolicyFunction.objects.filter(name=name).first()
     if function is None:
@@ -1023,7 +1032,7 @@ def _function_spec(function: PolicyFunction, rule: PolicyRule) -> FunctionSpec:
         class_name=rule.class_name or None,
         settings={**record.settings, **(function.policy_rule_settings or {})},
         parameters={**record.parameters, **(function.policy_rule_parameters or {})},
-        call_timeout=FUNCTION_CALL_TIMEOUT,
+        call_timeout=function_call_timeout(),
     )
 
 
@@ -1139,12 +1148,12 @@ def _next_replica(function: PolicyFunction, count: int) -> int:
     return (int(value) - 1) % count
 
 
-def _restart_replica(function: PolicyFunction, index: int) -> dict[str, Any]:
+def _restart_replica(function: PolicyFunction, index: int, *, stuck: bool = False) -> dict:
     runner = function_runner()
     replicas = list(function.replica_state or [])
     old = next((r for r in replicas if r.get("index") == index), None)
     if old is not None:
-        runner.stop_replica(old)
+        runner.stop_replica(old, force=stuck)
     rule = function.policy or get_policy(function.policy_rule_uri)
     try:
         replica = runner.start_replica(_function_spec(function, rule), index)
@@ -1164,13 +1173,27 @@ def _restart_replica(function: PolicyFunction, index: int) -> dict[str, Any]:
     return replica
 
 
+def _replica_stuck(replica: dict[str, Any]) -> bool:
+    """A live replica still busy with a call past its timeout (its thread cannot be
+    interrupted, so every later call would wait behind it), or not answering ``/health``."""
+    try:
+        response = httpx.get(f"{replica['url']}/health", timeout=FUNCTION_HEALTH_TIMEOUT)
+        busy_for = float(response.json().get("busy_for_s") or 0.0)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return True
+    return busy_for > function_call_timeout() + 1.0
+
+
 def reconcile_function(function: PolicyFunction) -> PolicyFunction:
-    """Restart replicas whose process is gone (their in-memory state is lost with them)."""
+    """Restart replicas whose process is gone or that are stuck in a call (their in-memory
+    state is lost with them)."""
     runner = function_runner()
-    down = [r for r in function.replica_state or [] if not runner.replica_alive(r)]
+    down = [
+        r for r in function.replica_state or [] if not runner.replica_alive(r) or _replica_stuck(r)
+    ]
     for replica in down:
         try:
-            _restart_replica(function, int(replica.get("index", 0)))
+            _restart_replica(function, int(replica.get("index", 0)), stuck=True)
         except PolicyExecutionError:
             continue
     alive = sum(1 for r in function.replica_state or [] if runner.replica_alive(r))
@@ -1213,7 +1236,7 @@ def call_function(name: str, input_data: Any, *, timeout: float | None = None) -
             PolicyErrorCode.UNAVAILABLE, f"function {name!r} has no replicas"
         )
     replica = replicas[_next_replica(function, len(replicas))]
-    limit = (timeout or FUNCTION_CALL_TIMEOUT) + 5.0
+    limit = (timeout or function_call_timeout()) + 5.0
     for attempt in range(2):
         try:
             result = _post_replica(replica, "/call", input_data, limit)
@@ -1226,6 +1249,11 @@ def call_function(name: str, input_data: Any, *, timeout: float | None = None) -
                 ) from None
             replica = _restart_replica(function, int(replica.get("index", 0)))
         except PolicyError as exc:
+            if exc.code == RuntimeCode.TIMEOUT:
+                # The call keeps running on the replica's only thread and would block every
+                # later call: replace the replica now (its state is lost either way).
+                with contextlib.suppress(PolicyExecutionError):
+                    _restart_replica(function, int(replica.get("index", 0)), stuck=True)
             raise _api_error(exc, function.policy_rule_uri) from None
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -1239,7 +1267,7 @@ def function_management(name: str, action: str, data: Any = None) -> dict[str, A
     for replica in function.replica_state or []:
         try:
             result = _post_replica(
-                replica, "/mgmt", {"action": action, "data": data}, FUNCTION_CALL_TIMEOUT + 5
+                replica, "/mgmt", {"action": action, "data": data}, function_call_timeout() + 5
             )
             results.append({"replica": replica.get("index", 0), "result": result})
         except httpx.TransportError as exc:

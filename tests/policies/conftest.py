@@ -21,6 +21,7 @@ def policy_runtime(tmp_path_factory):
     os.environ["AIOS_POLICY_SANDBOX_TIMEOUT"] = str(SANDBOX_TIMEOUT)
     os.environ["AIOS_POLICY_SANDBOX_CPU_SECONDS"] = str(SANDBOX_TIMEOUT)
     os.environ["AIOS_POLICY_SANDBOX_MEMORY_MB"] = "512"
+    os.environ["AIOS_POLICY_FUNCTION_TIMEOUT"] = str(SANDBOX_TIMEOUT)
     config = SandboxConfig(
         workers=2,
         limits=SandboxLimits(timeout=SANDBOX_TIMEOUT, cpu_seconds=SANDBOX_TIMEOUT, memory_mb=512),

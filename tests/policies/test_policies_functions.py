@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import psutil
 import pytest
 
-from tests.policies.policies_support import COUNTER_POLICY, upload
+from tests.policies.conftest import SANDBOX_TIMEOUT
+from tests.policies.policies_support import BEHAVIOUR_POLICY, COUNTER_POLICY, upload
 from tests.support.procs import wait_until
 
 pytestmark = pytest.mark.django_db
@@ -94,6 +96,33 @@ def test_a_dead_replica_is_restarted_on_the_next_call(api, functions):
     assert again.json()["result"]["count"] == 1  # a new process: its state starts afresh
     replica = api.get("/api/v1/policy-functions/phoenix/").json()["replica_state"][0]
     assert replica["restarts"] == 1 and replica["pid"] != body["replica_state"][0]["pid"]
+
+    # Reconciling (endpoint, admin action, periodic Celery task) restarts it without a call.
+    os.killpg(replica["pid"], signal.SIGKILL)
+    reconciled = api.post("/api/v1/policy-functions/phoenix/reconcile/").json()
+    assert reconciled["status"] == "running"
+    assert reconciled["replica_state"][0]["restarts"] == 2
+    assert psutil.pid_exists(reconciled["replica_state"][0]["pid"])
+
+
+def test_a_replica_stuck_in_a_call_times_out_and_is_replaced(api, functions):
+    upload(api, "behaviour", BEHAVIOUR_POLICY)
+    body = api.post(
+        "/api/v1/policy-functions/",
+        {"name": "stuck", "policy_rule_uri": "behaviour:1.0-test"},
+        format="json",
+    ).json()
+    started = time.monotonic()
+    looped = api.post("/api/v1/policy-functions/stuck/call/", {"op": "loop"}, format="json")
+    assert looped.status_code == 422 and looped.json()["error"]["code"] == "timeout"
+    assert time.monotonic() - started < SANDBOX_TIMEOUT + 5
+    answered = api.post("/api/v1/policy-functions/stuck/call/", {"op": "ok"}, format="json")
+    assert answered.status_code == 200 and answered.json()["result"] == {"ok": True}
+    replica = api.get("/api/v1/policy-functions/stuck/").json()["replica_state"][0]
+    assert replica["pid"] != body["replica_state"][0]["pid"]
+    wait_until(
+        lambda: not psutil.pid_exists(body["replica_state"][0]["pid"]), 10, "the old replica to go"
+    )
 
 
 def test_function_creation_validates_and_fails_cleanly(api, functions):
