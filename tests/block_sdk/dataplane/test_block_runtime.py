@@ -315,3 +315,43 @@ def test_instance_leaves_the_live_set_on_graceful_stop(plane, redis_client: redi
     with pytest.raises(grpc.RpcError) as info:
         plane.infer({}, timeout=5)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_fire_and_forward_hop_to_the_next_block_then_final(
+    plane, redis_url, tmp_path, redis_client
+):
+    """A two-block route: A's instance forwards to B's executor, B's delivers to `final`."""
+    second = DataPlane(redis_url, tmp_path / "b", new_block_id("hopb"))
+    (tmp_path / "b").mkdir()
+    try:
+        plane.start_instance("a1", entrypoint="examples.echo.block:EchoBlock")
+        second.start_instance(
+            "b1", entrypoint="examples.echo.block:EchoBlock", parameters={"tag": "from-b"}
+        )
+        plane.start_executor()
+        second.start_executor()
+        plane.wait_alive(["a1"])
+        second.wait_alive(["b1"])
+        final_key = f"{plane.keys.base}:final"
+        route = {
+            "route": {plane.block_id: [second.block_id]},
+            "endpoints": {second.block_id: f"127.0.0.1:{second.executor.grpc_port}"},
+            "final": {"redis_list": final_key},
+        }
+        packet = pb.AIOSPacket(
+            session_id="hop", seq_no=1, data='{"x": 1}', output_ptr=json.dumps(route)
+        )
+        resp = plane.proxy_stub().infer(
+            proxy_pb.InferenceMessage(rpc_data=packet.SerializeToString()), timeout=5
+        )
+        assert resp.message is True
+        got = redis_client.blpop([final_key], timeout=10)
+        assert got is not None, "the result never reached the final target"
+        assert json.loads(pb.AIOSPacket.FromString(got[1]).data) == {
+            "x": 1,
+            "echo": True,
+            "tag": "from-b",
+        }
+    finally:
+        second.close()
+        second.delete_keys(redis_client)
