@@ -1149,26 +1149,41 @@ def _next_replica(function: PolicyFunction, count: int) -> int:
 
 
 def _restart_replica(function: PolicyFunction, index: int, *, stuck: bool = False) -> dict:
+    """Replace replica ``index``. The function row is locked meanwhile, so two processes that
+    find the same replica dead start one successor, not two."""
     runner = function_runner()
-    replicas = list(function.replica_state or [])
-    old = next((r for r in replicas if r.get("index") == index), None)
-    if old is not None:
-        runner.stop_replica(old, force=stuck)
-    rule = function.policy or get_policy(function.policy_rule_uri)
-    try:
-        replica = runner.start_replica(_function_spec(function, rule), index)
-    except (ReplicaStartError, PolicyError) as exc:
-        function.last_error = str(exc)[:2000]
-        function.status = FunctionStatus.DEGRADED
-        function.save(update_fields=["last_error", "status", "updated_at"])
-        raise PolicyExecutionError(
-            PolicyErrorCode.UNAVAILABLE, f"replica {index} of {function.name!r} is down: {exc}"
-        ) from None
-    replica["restarts"] = int((old or {}).get("restarts", 0)) + 1
-    replicas = [r for r in replicas if r.get("index") != index] + [replica]
-    replicas.sort(key=lambda r: r.get("index", 0))
+    seen = next((r for r in function.replica_state or [] if r.get("index") == index), None)
+    with transaction.atomic():
+        locked = PolicyFunction.objects.select_for_update().get(pk=function.pk)
+        replicas = list(locked.replica_state or [])
+        old = next((r for r in replicas if r.get("index") == index), None)
+        if (
+            old is not None
+            and seen is not None
+            and old.get("pid") != seen.get("pid")
+            and runner.replica_alive(old)
+        ):
+            function.replica_state = replicas  # another process replaced it already
+            return old
+        if old is not None:
+            runner.stop_replica(old, force=stuck)
+        rule = locked.policy or get_policy(locked.policy_rule_uri)
+        try:
+            replica = runner.start_replica(_function_spec(locked, rule), index)
+        except (ReplicaStartError, PolicyError) as exc:
+            locked.last_error = str(exc)[:2000]
+            locked.status = FunctionStatus.DEGRADED
+            locked.save(update_fields=["last_error", "status", "updated_at"])
+            function.status, function.last_error = locked.status, locked.last_error
+            raise PolicyExecutionError(
+                PolicyErrorCode.UNAVAILABLE, f"replica {index} of {function.name!r} is down: {exc}"
+            ) from None
+        replica["restarts"] = int((old or {}).get("restarts", 0)) + 1
+        replicas = [r for r in replicas if r.get("index") != index] + [replica]
+        replicas.sort(key=lambda r: r.get("index", 0))
+        locked.replica_state = replicas
+        locked.save(update_fields=["replica_state", "updated_at"])
     function.replica_state = replicas
-    function.save(update_fields=["replica_state", "updated_at"])
     log.warning("event=function_replica_restarted name=%s index=%d", function.name, index)
     return replica
 
