@@ -4,7 +4,8 @@ One run, everything real and on this machine: a Triton server (CPU, python backe
 example `linear` model; for each protocol (gRPC, HTTP) one block = executor process + one
 instance process running `examples.triton_model.block:TritonModelBlock`; sequential requests
 from one client. Prints p50/p95 latencies and the ratios block / direct (target <= 1.3x for
-gRPC), plus the block's own in-process overhead (BlockTester, no executor hop).
+gRPC), the block's own in-process overhead (BlockTester, no executor hop), and the executor
+hop alone (the echo example block through the same path).
 
     REDIS_URL=redis://127.0.0.1:6379/0 .venv/bin/python bench/block_triton.py [--n 1000]
 """
@@ -93,7 +94,13 @@ def direct_call(url: str, protocol: str) -> Callable[[], object]:
 class Block:
     """Executor + one instance, as child processes in their own sessions."""
 
-    def __init__(self, redis_url: str, init_data: dict, logdir: Path) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        init_data: dict,
+        logdir: Path,
+        entrypoint: str = "examples.triton_model.block:TritonModelBlock",
+    ) -> None:
         self.block_id = f"bench-{uuid.uuid4().hex[:8]}"
         self._logs: list = []
         self.grpc_port = free_port()
@@ -103,7 +110,7 @@ class Block:
         self.procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "block_sdk.instance", "--entrypoint",
-                 "examples.triton_model.block:TritonModelBlock", "--http-port", "0"],
+                 entrypoint, "--http-port", "0"],
                 cwd=ROOT, env=env, start_new_session=True,
                 stdout=self._log(logdir / f"{self.block_id}-instance.log"), stderr=subprocess.STDOUT,
             ),
@@ -179,6 +186,12 @@ def main() -> int:
                 results[f"block_{protocol}"] = measure(block.call, a.n, a.warmup)
             finally:
                 block.stop()
+        # The executor hop alone: the trivial echo block through the same executor path.
+        echo = Block(redis_url, {}, work, entrypoint="examples.echo.block:EchoBlock")
+        try:
+            results["echo_block_hop"] = measure(echo.call, a.n, a.warmup)
+        finally:
+            echo.stop()
 
     print(
         f"Triton-backed block vs tritonclient -> Triton (n={a.n}, sequential, one client, CPU Triton)"
@@ -196,6 +209,9 @@ def main() -> int:
             results[f"in_process_{protocol}"]["p50_ms"] / d
         )
         ratios[f"added_ms_{protocol}_p50"] = results[f"block_{protocol}"]["p50_ms"] - d
+        ratios[f"block_minus_echo_hop_ms_{protocol}_p50"] = (
+            results[f"block_{protocol}"]["p50_ms"] - results["echo_block_hop"]["p50_ms"]
+        )
     print()
     for k, v in ratios.items():
         print(f"{k:<34}{v:>8.3f}")
