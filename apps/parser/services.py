@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
@@ -282,3 +283,14 @@ def re_execute(task: ParserTask, *, user) -> Outcome:
         spec_uri=task.spec_uri,
         re_executed_from=task,
     )
+
+
+def prune_parser_tasks(*, older_than_days: float) -> int:
+    """Delete log records older than ``older_than_days``; returns how many went. The log is
+    an audit trail in PostgreSQL; operators bound it with this (``aios_prune_parser_tasks``)."""
+    if older_than_days < 0:
+        raise ValidationFailed("older_than_days must be >= 0")
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    deleted, _ = ParserTask.objects.filter(created_at__lt=cutoff).delete()
+    log.info("event=parser_tasks_pruned deleted=%d older_than_days=%s", deleted, older_than_days)
+    return deleted

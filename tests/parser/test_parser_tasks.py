@@ -88,3 +88,21 @@ def test_huge_answers_are_logged_truncated(api, settings, monkeypatch):
     task = ParserTask.objects.get()
     assert task.response_body["truncated"] is True
     assert task.response_body["size"] > 200
+
+
+@pytest.mark.django_db
+def test_old_records_are_pruned(api):
+    import io
+    from datetime import timedelta
+
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    api.post("/api/filter", envelope(VALID["filter"], at_body=True), format="json")
+    api.post("/api/filter", envelope(VALID["filter"], at_body=True), format="json")
+    old = ParserTask.objects.order_by("created_at").first()
+    ParserTask.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=100))
+    out = io.StringIO()
+    call_command("aios_prune_parser_tasks", "--days", "90", stdout=out)
+    assert "deleted 1 " in out.getvalue()
+    assert ParserTask.objects.count() == 1
