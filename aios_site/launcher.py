@@ -53,6 +53,8 @@ class Launcher:
             log.info("embedded servers %s", "reused" if was_running else "started")
         self.manage("migrate", "--noinput", "-v", "0")
         self.manage("aios_bootstrap")
+        # Built-in policies change with the code; the migration seeds them only once.
+        self.manage("aios_seed_policies")
         for command in self.env.get("AIOS_SETUP_COMMANDS", "").split(","):
             if command.strip():
                 self.manage(*command.split())

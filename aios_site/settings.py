@@ -194,7 +194,10 @@ CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("AIOS_TASK_SOFT_TIME_LIMIT", 17
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600, "global_keyprefix": "aios:celery:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("AIOS_CELERY_EAGER", False)
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {
+    # Restart T4 policy-function replicas that died (local process runner).
+    "reconcile-policy-functions": {"task": "aios.policies.reconcile_functions", "schedule": 30.0},
+}
 
 AIOS_HTTP_PORT = int(os.environ.get("AIOS_HTTP_PORT", 8000))
 AIOS_PUBLIC_URL = os.environ.get("AIOS_PUBLIC_URL", f"http://127.0.0.1:{AIOS_HTTP_PORT}")
