@@ -196,7 +196,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("AIOS_CELERY_EAGER", False)
 CELERY_BEAT_SCHEDULE: dict = {
     # Restart T4 policy-function replicas that died (local process runner).
-    "reconcile-policy-functions": {"task": "aios.policies.reconcile_functions", "schedule": 30.0},
+    "reconcile-policy-functions": {
+        "task": "aios.policies.reconcile_functions_periodic",
+        "schedule": 30.0,
+    },
 }
 
 AIOS_HTTP_PORT = int(os.environ.get("AIOS_HTTP_PORT", 8000))

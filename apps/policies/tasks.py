@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import shared_task
+
 from apps.policies import services
 from apps.policies.models import PolicyFunction
 from apps.tasks.services import TaskRecorder, tracked_task
@@ -15,10 +17,20 @@ def run_policy_job(recorder: TaskRecorder, job_id: str) -> dict[str, Any]:
     return services.run_job(job_id, recorder)
 
 
+def _reconcile_all() -> dict[str, Any]:
+    return {
+        function.name: services.reconcile_function(function).status
+        for function in PolicyFunction.objects.all()
+    }
+
+
 @tracked_task(name="aios.policies.reconcile_functions")
 def reconcile_functions(recorder: TaskRecorder) -> dict[str, Any]:
-    """Restart function replicas whose process died (schedule it periodically with beat)."""
-    report = {}
-    for function in PolicyFunction.objects.all():
-        report[function.name] = services.reconcile_function(function).status
-    return {"functions": report}
+    """Restart function replicas whose process died, recorded in the tasks DB (on demand)."""
+    return {"functions": _reconcile_all()}
+
+
+@shared_task(name="aios.policies.reconcile_functions_periodic", ignore_result=True)
+def reconcile_functions_periodic() -> dict[str, Any]:
+    """The same, for Celery beat: no task record, so a periodic run doesn't fill the tasks DB."""
+    return {"functions": _reconcile_all()}
