@@ -11,6 +11,11 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 
+def pytest_configure(config):
+    # Password hashing is deliberately slow; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def user(db, django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice-123")

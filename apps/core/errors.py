@@ -126,6 +126,13 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, DjangoPermissionDenied):
         return Response(error_body("forbidden", str(exc) or "forbidden"), status=403)
 
+    if isinstance(exc, ValueError) and "NUL (0x00)" in str(exc):
+        # PostgreSQL text cannot hold NUL; psycopg refuses it before the query is sent.
+        return Response(
+            error_body("validation_error", "strings must not contain NUL (\\x00) characters"),
+            status=400,
+        )
+
     response = drf_exception_handler(exc, context)
     if response is None:
         view = context.get("view")

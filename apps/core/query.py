@@ -319,10 +319,27 @@ class _Compiler:
             raise QueryError(f"query is nested deeper than {MAX_DEPTH} levels")
 
 
+def _reject_nul(value: Any, depth: int = 0) -> None:
+    """PostgreSQL text cannot hold NUL; say so as a query error instead of a 500."""
+    if depth > MAX_DEPTH * 4:
+        return
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise QueryError("strings in a query must not contain NUL (\\x00) characters")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _reject_nul(key, depth + 1)
+            _reject_nul(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _reject_nul(item, depth + 1)
+
+
 def compile_query(query: Any, allowed: QueryFields) -> Q:
     """Compile an AIOS condition tree or a Mongo-style filter into a ``Q``."""
     if query in (None, {}):
         return Q()
+    _reject_nul(query)
     return _Compiler(allowed).any(query, 0)
 
 

@@ -188,3 +188,10 @@ def test_sql_injection_in_values_is_just_data(rows):
 
 def test_like_to_regex_escapes_regex_characters():
     assert like_to_regex("a.b%") == r"^a\.b.*$"
+
+
+def test_nul_characters_are_a_query_error_not_a_database_crash(rows):
+    with pytest.raises(QueryError, match="NUL"):
+        compile_query({"task_type": "a\x00b"}, FIELDS)
+    with pytest.raises(QueryError, match="NUL"):
+        compile_query({"$or": [{"task_data.k\x00": 1}]}, FIELDS)

@@ -108,3 +108,16 @@ def test_unknown_task_is_404_in_error_shape(api, db):
     response = api.get("/api/v1/tasks/00000000-0000-0000-0000-000000000000/")
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_nul_in_a_query_is_400_not_500(staff_api, tasks):
+    response = staff_api.post(
+        "/api/v1/tasks/query/", {"query": {"task_type": "a\x00"}}, format="json"
+    )
+    assert response.status_code == 400
+    assert "NUL" in response.json()["error"]["message"]
+
+
+def test_nul_in_a_filter_parameter_is_400_not_500(staff_api, tasks):
+    response = staff_api.get("/api/v1/tasks/?task_type=a%00b")
+    assert response.status_code == 400
