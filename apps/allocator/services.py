@@ -167,71 +167,181 @@ def instances_of(values: dict[str, Any], instances: int | None) -> int:
 
 
 # -- snapshots: what the policies see -----------------------------------------------------------
-def cluster_light_doc(cluster: Cluster) -> dict[str, Any]:
+CLUSTER_DOC_FIELDS = (
+    "id",
+    "region_id",
+    "status",
+    "driver",
+    "gpus",
+    "vcpus",
+    "memory",
+    "config",
+    "tags",
+    "cluster_metadata",
+    "reputation",
+    "policy_fields",
+)
+
+
+def cluster_light_doc(row: dict[str, Any]) -> dict[str, Any]:
+    """A cluster as the allocation policies see it (no nodes: they come separately)."""
     return {
-        "id": cluster.id,
-        "regionId": cluster.region_id,
-        "status": cluster.status,
-        "driver": cluster.driver,
-        "gpus": cluster.gpus,
-        "vcpus": cluster.vcpus,
-        "memory": cluster.memory,
-        "config": {k: v for k, v in (cluster.config or {}).items() if k != "urlMap"},
-        "tags": cluster.tags,
-        "clusterMetadata": cluster.cluster_metadata,
-        "reputation": cluster.reputation,
+        "id": row["id"],
+        "regionId": row["region_id"],
+        "status": row["status"],
+        "driver": row["driver"],
+        "gpus": row["gpus"],
+        "vcpus": row["vcpus"],
+        "memory": row["memory"],
+        "config": {k: v for k, v in (row["config"] or {}).items() if k != "urlMap"},
+        "tags": row["tags"],
+        "clusterMetadata": row["cluster_metadata"],
+        "reputation": row["reputation"],
     }
+
+
+def _cluster_rows(cluster_ids) -> dict[str, dict[str, Any]]:
+    fields = [f for f in CLUSTER_DOC_FIELDS if f != "policy_fields"]
+    return {row["id"]: row for row in Cluster.objects.filter(pk__in=cluster_ids).values(*fields)}
+
+
+def _healthy_nodes(cluster_ids):
+    """Nodes placements may use: ready, schedulable, and (local driver) heartbeating."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from apps.clusters import conf
+
+    cutoff = timezone.now() - timedelta(seconds=conf.NODE_STALE_S)
+    return Node.objects.filter(
+        cluster_id__in=cluster_ids, schedulable=True, status=NodeStatus.READY
+    ).filter(Q(last_heartbeat__gte=cutoff) | ~Q(cluster__driver=DriverName.LOCAL))
+
+
+def _reservations(node_ids) -> dict[str, tuple[float, int]]:
+    return {
+        node_id: (float(vcpus or 0), int(memory or 0))
+        for node_id, vcpus, memory in Allocation.objects.filter(node_id__in=node_ids)
+        .values("node_id")
+        .annotate(held_vcpus=Sum("vcpus"), held_memory=Sum("memory_mb"))
+        .values_list("node_id", "held_vcpus", "held_memory")
+    }
+
+
+_CAPACITY_SQL = """
+WITH healthy AS ({healthy}),
+held AS (
+    SELECT node_id, SUM(vcpus) AS vcpus, SUM(memory_mb) AS memory_mb
+    FROM allocator_allocation GROUP BY node_id
+),
+gpu_held AS (
+    SELECT gpu_id, BOOL_OR(exclusive) AS exclusive,
+           COALESCE(SUM(memory_mb) FILTER (WHERE NOT exclusive), 0) AS shared_mb
+    FROM allocator_gpuallocation GROUP BY gpu_id
+),
+node_caps AS (
+    SELECT h.cluster_id, COUNT(*) AS healthy_nodes,
+           MAX(COALESCE((h.vcpus ->> 'count')::float, 0) - COALESCE(held.vcpus, 0))
+               AS max_free_vcpus,
+           MAX(h.memory - COALESCE(held.memory_mb, 0)) AS max_free_memory_mb
+    FROM healthy h LEFT JOIN held ON held.node_id = h.id
+    GROUP BY h.cluster_id
+),
+gpu_caps AS (
+    SELECT h.cluster_id, COUNT(*) AS usable_gpus,
+           MAX(g.memory_mb - COALESCE(gh.shared_mb, 0)) AS max_gpu_free_mb
+    FROM clusters_gpu g
+    JOIN healthy h ON h.id = g.node_id
+    LEFT JOIN gpu_held gh ON gh.gpu_id = g.id
+    WHERE gh.exclusive IS NOT TRUE
+    GROUP BY h.cluster_id
+)
+SELECT n.cluster_id, n.healthy_nodes, n.max_free_vcpus, n.max_free_memory_mb,
+       COALESCE(g.usable_gpus, 0), COALESCE(g.max_gpu_free_mb, 0)
+FROM node_caps n LEFT JOIN gpu_caps g ON g.cluster_id = n.cluster_id
+"""
+
+
+def capacity_summaries(cluster_ids) -> dict[str, dict[str, Any]]:
+    """Per cluster, from PostgreSQL alone (accounting, not live metrics): healthy nodes,
+    GPUs not held exclusively, the largest such GPU's unreserved memory, the most free
+    vCPUs and memory on one node. One query, cheap enough to run over every candidate."""
+    from django.db import connection
+
+    healthy_sql, params = (
+        _healthy_nodes(cluster_ids)
+        .values("id", "cluster_id", "vcpus", "memory")
+        .query.sql_with_params()
+    )
+    out: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {
+            "healthy_nodes": 0,
+            "usable_gpus": 0,
+            "max_gpu_free_mb": 0,
+            "max_free_vcpus": 0.0,
+            "max_free_memory_mb": 0,
+        }
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(_CAPACITY_SQL.format(healthy=healthy_sql), params)
+        for cluster_id, nodes, vcpus, memory, gpus, gpu_free in cursor.fetchall():
+            out[cluster_id] = {
+                "healthy_nodes": int(nodes),
+                "usable_gpus": int(gpus),
+                "max_gpu_free_mb": int(gpu_free or 0),
+                "max_free_vcpus": float(vcpus or 0),
+                "max_free_memory_mb": int(memory or 0),
+            }
+    return out
 
 
 def build_snapshots(cluster_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """For each cluster: its document, live metrics, healthy nodes with free resources,
-    and a capacity summary. A fixed number of queries whatever the number of clusters."""
+    """For each cluster: its document, live metrics, healthy nodes with what is free on
+    them (accounting and live metrics combined), and a capacity summary. A fixed number
+    of queries whatever the number of clusters; rows are read as tuples, not models."""
     from apps.metrics.services import aggregate, nodes_live_metrics
 
-    clusters = {c.id: c for c in Cluster.objects.filter(pk__in=cluster_ids)}
-    nodes = list(Node.objects.filter(cluster_id__in=clusters).order_by("cluster_id", "id"))
-    node_ids = [n.id for n in nodes]
-    gpus_by_node: dict[str, list[GPU]] = defaultdict(list)
-    for gpu in GPU.objects.filter(node_id__in=node_ids).order_by("node_id", "index"):
-        gpus_by_node[gpu.node_id].append(gpu)
-    reserved = {
-        row["node_id"]: row
-        for row in Allocation.objects.filter(node_id__in=node_ids)
-        .values("node_id")
-        .annotate(held_vcpus=Sum("vcpus"), held_memory=Sum("memory_mb"))
-    }
-    gpu_state: dict[int, dict[str, Any]] = {}
+    clusters = _cluster_rows(cluster_ids)
+    node_rows = list(
+        _healthy_nodes(list(clusters))
+        .order_by("cluster_id", "id")
+        .values_list("id", "cluster_id", "vcpus", "memory", "status")
+    )
+    node_ids = [row[0] for row in node_rows]
+    gpus_by_node: dict[str, list[tuple]] = defaultdict(list)
     for row in (
-        GPUAllocation.objects.filter(gpu__node_id__in=node_ids)
+        GPU.objects.filter(node_id__in=node_ids)
+        .order_by("node_id", "index")
+        .values_list("node_id", "id", "index", "model", "memory_mb", "shared")
+    ):
+        gpus_by_node[row[0]].append(row)
+    held = _reservations(node_ids)
+    gpu_state: dict[int, tuple[int, int]] = {
+        gpu_id: (int(n_exclusive or 0), int(shared_mb or 0))
+        for gpu_id, n_exclusive, shared_mb in GPUAllocation.objects.filter(
+            gpu__node_id__in=node_ids
+        )
         .values("gpu_id")
         .annotate(
             n_exclusive=Count("id", filter=Q(exclusive=True)),
             shared_mb=Sum("memory_mb", filter=Q(exclusive=False)),
         )
-    ):
-        gpu_state[row["gpu_id"]] = row
+        .values_list("gpu_id", "n_exclusive", "shared_mb")
+    }
     live = nodes_live_metrics(node_ids)
-    out: dict[str, dict[str, Any]] = {}
-    for cid, cluster in clusters.items():
-        out[cid] = {
-            "cluster": cluster,
-            "doc": cluster_light_doc(cluster),
-            "nodes": [],
-            "node_docs": {},
-        }
-    for node in nodes:
-        entry = out[node.cluster_id]
-        metrics = live.get(node.id)
-        entry["node_docs"][node.id] = metrics
-        healthy = node.schedulable and (
-            node.is_healthy
-            if clusters[node.cluster_id].driver == DriverName.LOCAL
-            else node.status == NodeStatus.READY
-        )
-        if not healthy:
-            continue
+    out: dict[str, dict[str, Any]] = {
+        cid: {"doc": cluster_light_doc(row), "nodes": [], "node_docs": {}, "row": row}
+        for cid, row in clusters.items()
+    }
+    for node_id, cluster_id, vcpus, memory, status in node_rows:
+        metrics = live.get(node_id)
+        entry = out[cluster_id]
+        entry["node_docs"][node_id] = metrics
         entry["nodes"].append(
-            _node_snapshot(node, gpus_by_node[node.id], reserved, gpu_state, metrics)
+            _node_snapshot(
+                node_id, status, vcpus, memory, gpus_by_node[node_id], held, gpu_state, metrics
+            )
         )
     for cid, entry in out.items():
         entry["metrics"] = aggregate(cid, entry.pop("node_docs"))
@@ -239,42 +349,42 @@ def build_snapshots(cluster_ids: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _node_snapshot(node, gpus, reserved, gpu_state, metrics) -> dict[str, Any]:
-    held = reserved.get(node.id) or {}
+def _node_snapshot(node_id, status, vcpus, memory, gpus, held, gpu_state, metrics) -> dict:
+    used_vcpus, used_memory = held.get(node_id, (0.0, 0))
     metric_gpus = {
         g.get("gpu_id"): g for g in ((metrics or {}).get("gpus") or {}).get("gpus", []) or []
     }
     gpu_docs = []
-    for gpu in gpus:
-        state = gpu_state.get(gpu.pk) or {}
-        shared_reserved = int(state.get("shared_mb") or 0)
-        free = gpu.memory_mb - shared_reserved
-        measured = metric_gpus.get(gpu.index)
+    for _node, gpu_pk, index, model, memory_mb, shared in gpus:
+        n_exclusive, shared_reserved = gpu_state.get(gpu_pk, (0, 0))
+        free = memory_mb - shared_reserved
+        measured = metric_gpus.get(index)
         utilization = None
         if measured and not measured.get("declared"):
+            # Memory used outside AIOS counts too: the measured free memory caps it.
             free = min(free, int(measured.get("freeMem") or 0))
             utilization = float(measured.get("cudaUtilization") or 0) / 100.0
         gpu_docs.append(
             {
-                "index": gpu.index,
-                "model": gpu.model,
-                "memory_mb": gpu.memory_mb,
-                "shared": gpu.shared,
-                "exclusive_taken": bool(state.get("n_exclusive")),
+                "index": index,
+                "model": model,
+                "memory_mb": memory_mb,
+                "shared": shared,
+                "exclusive_taken": n_exclusive > 0,
                 "shared_reserved_mb": shared_reserved,
                 "free_memory_mb": max(0, free),
                 "utilization": utilization,
             }
         )
-    vcpu_count = node.vcpu_count
-    memory_free = node.memory - int(held.get("held_memory") or 0)
+    vcpu_count = float((vcpus or {}).get("count") or 0)
+    memory_free = memory - used_memory
     if metrics:
         memory_free = min(memory_free, int((metrics.get("memory") or {}).get("freeMem") or 0))
     return {
-        "node_id": node.id,
-        "status": node.effective_status,
-        "vcpus": {"count": vcpu_count, "free": vcpu_count - float(held.get("held_vcpus") or 0)},
-        "memory": {"total": node.memory, "free": max(0, memory_free)},
+        "node_id": node_id,
+        "status": status,
+        "vcpus": {"count": vcpu_count, "free": vcpu_count - used_vcpus},
+        "memory": {"total": memory, "free": max(0, memory_free)},
         "load_15m": ((metrics or {}).get("vcpu") or {}).get("load_15m"),
         "gpus": gpu_docs,
     }
@@ -291,11 +401,29 @@ def _capacity(nodes: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _latest_cluster_metrics(cluster_ids) -> dict[str, dict[str, Any]]:
+    """The latest fresh aggregate of each cluster (one row per cluster, no Redis)."""
+    from apps.metrics.models import LiveClusterMetrics
+    from apps.metrics.services import fresh_cutoff
+
+    return dict(
+        LiveClusterMetrics.objects.filter(
+            cluster_id__in=cluster_ids, ts__gte=fresh_cutoff()
+        ).values_list("cluster_id", "doc")
+    )
+
+
+def _execution(row: dict[str, Any]) -> tuple[str, str]:
+    config = row.get("config") or {}
+    mode = config.get("policyExecutionMode") or "local"
+    mode = "remote" if mode in ("remote", "distributed") else "local"
+    return mode, str(config.get("policyExecutorId") or "")
+
+
 # -- candidates ------------------------------------------------------------------------------
-def candidate_cluster_ids(
-    cluster_allocator: PolicySpec, *, clusters: list[str] | None = None
-) -> list[str]:
-    """Live clusters matching ``clusterAllocator.parameters.filter`` (or the given ids)."""
+def candidate_clusters(cluster_allocator: PolicySpec, *, clusters: list[str] | None = None):
+    """Live clusters matching ``clusterAllocator.parameters.filter`` (or the given ids), as
+    a queryset: later queries use it as a subquery instead of a long list of ids."""
     queryset = Cluster.objects.filter(status=ClusterStatus.LIVE)
     if clusters is not None:
         if not isinstance(clusters, list) or not all(isinstance(c, str) for c in clusters):
@@ -304,7 +432,15 @@ def candidate_cluster_ids(
     filter_ = cluster_allocator.parameters.get("filter")
     if filter_:
         queryset = queryset.filter(pk__in=_filtered_cluster_ids(filter_))
-    return list(queryset.order_by("id").values_list("id", flat=True))
+    return queryset.order_by("id")
+
+
+def candidate_cluster_ids(
+    cluster_allocator: PolicySpec, *, clusters: list[str] | None = None
+) -> list[str]:
+    return list(
+        candidate_clusters(cluster_allocator, clusters=clusters).values_list("id", flat=True)
+    )
 
 
 def _filtered_cluster_ids(filter_: Any):
@@ -335,10 +471,8 @@ def _filtered_cluster_ids(filter_: Any):
 
 
 # -- running the policies ------------------------------------------------------------------------
-def _evaluate(spec: PolicySpec, input_data: dict[str, Any], *, cluster: Cluster | None = None):
-    mode, executor = "local", ""
-    if cluster is not None:
-        mode, executor = cluster.policy_execution_mode, cluster.policy_executor_id
+def _evaluate(spec: PolicySpec, input_data: dict[str, Any], *, cluster: dict | None = None):
+    mode, executor = _execution(cluster) if cluster is not None else ("local", "")
     return policy_calls.evaluate(
         spec.uri,
         input_data,
@@ -412,23 +546,30 @@ def allocate(
     if instance_ids is not None and (len(instance_ids) != count or len(set(instance_ids)) != count):
         raise ValidationFailed(f"instance_ids must be {count} distinct ids")
     block_id = str(values.get("blockId") or "")
-    candidates = candidate_cluster_ids(ca, clusters=clusters)
+    candidate_qs = candidate_clusters(ca, clusters=clusters)
+    fields = [f for f in CLUSTER_DOC_FIELDS if f != "policy_fields"]
+    rows = {row["id"]: row for row in candidate_qs.values(*fields)}
+    candidates = list(rows)
     if not candidates:
         raise AllocationError(
             "no live cluster matches the block's clusterAllocator filter"
             if ca.parameters.get("filter")
             else "there is no live cluster to place the block on"
         )
-    snapshots = build_snapshots(candidates)
+    # Selection sees every candidate with its accounting capacity and latest aggregate
+    # metrics (cheap: SQL only); full snapshots are built for the selected clusters alone.
+    subquery = candidate_qs.values("pk")
+    capacity = capacity_summaries(subquery)
+    latest = _latest_cluster_metrics(subquery)
     selection = _evaluate(
         ca,
         {
             "action": "selection",
             "filter_result": [
                 {
-                    **snapshots[c]["doc"],
-                    "cluster_metrics": snapshots[c]["metrics"],
-                    "capacity": snapshots[c]["capacity"],
+                    **cluster_light_doc(rows[c]),
+                    "cluster_metrics": latest.get(c, {}),
+                    "capacity": capacity[c],
                 }
                 for c in candidates
             ],
@@ -437,13 +578,14 @@ def allocate(
         },
     )
     selected = _selected_ids(selection, candidates, ca.uri)
+    snapshots = build_snapshots(selected)
     scored: list[dict[str, Any]] = []
     for cid in selected:
         snapshot = snapshots[cid]
         result = _evaluate(
             ra,
             {"action": "dry_run", "payload": _payload(values, snapshot, req, count)},
-            cluster=snapshot["cluster"],
+            cluster=snapshot["row"],
         )
         scored.append({"cluster_id": cid, "score_data": _score_data(result, ra.uri)})
     summary = [
@@ -458,12 +600,14 @@ def allocate(
     feasible = [s for s in scored if s["score_data"]["score"] > 0]
     if not feasible:
         # Say why for the clusters the selection dropped too (failure path only, bounded).
-        for cid in [c for c in candidates if c not in selected][:5]:
-            snapshot = snapshots[cid]
+        dropped = [c for c in candidates if c not in selected][:5]
+        dropped_snapshots = build_snapshots(dropped)
+        for cid in dropped:
+            snapshot = dropped_snapshots[cid]
             result = _evaluate(
                 ra,
                 {"action": "dry_run", "payload": _payload(values, snapshot, req, count)},
-                cluster=snapshot["cluster"],
+                cluster=snapshot["row"],
             )
             data = _score_data(result, ra.uri)
             summary.append(
@@ -628,7 +772,7 @@ def _allocation_placements(snapshot, values, ra, req, count, action, extra) -> l
             values, {**snapshot, "nodes": list(nodes.values())}, req, count - len(placements)
         )
         payload.update(extra)
-        result = _evaluate(ra, {"action": action, "payload": payload}, cluster=snapshot["cluster"])
+        result = _evaluate(ra, {"action": action, "payload": payload}, cluster=snapshot["row"])
         if not isinstance(result, dict):
             raise policy_calls.PolicyCallFailed(
                 f"resourceAllocator {ra.uri} {action} returned {type(result).__name__}"

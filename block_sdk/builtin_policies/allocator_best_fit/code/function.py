@@ -6,7 +6,8 @@ allocator):
 
 ``selection``     in  ``{"filter_result": [cluster doc + "capacity"]}``
                   out ``{"clusters": [cluster ids, best first]}`` — clusters that cannot
-                  hold even one instance are dropped; at most ``settings.max_candidates``.
+                  hold even one instance are dropped; at most ``settings.max_candidates``
+                  (default 10; 0 = all), fewest usable GPUs first (best fit).
 ``dry_run``       in  ``{"payload": {"block", "cluster", "cluster_metrics", "healthy_nodes",
                   "instances", "requirements"}}``
                   out ``{"selection_score_data": {"score": 0..1, "node_info": {"node_id",
@@ -40,6 +41,8 @@ from __future__ import annotations
 from typing import Any
 
 EPS = 1e-9
+# Clusters dry-run per decision unless settings.max_candidates says otherwise (0 = all).
+MAX_CANDIDATES = 10
 
 
 def _num(value: Any, default: float = 0.0) -> float:
@@ -133,7 +136,9 @@ class AIOSv1PolicyRule:
             # Best fit across clusters too: the fewest usable GPUs (or free CPUs) first.
             ranked.append((cap.get("usable_gpus", 0) * 1000 + cap.get("max_free_vcpus", 0), cid))
         ranked.sort(key=lambda item: item[0])
-        limit = int(_num(self.settings.get("max_candidates", params.get("max_candidates", 0))))
+        limit = int(
+            _num(self.settings.get("max_candidates", params.get("max_candidates", MAX_CANDIDATES)))
+        )
         ids = [cid for _, cid in ranked]
         return {"clusters": ids[:limit] if limit > 0 else ids}
 
