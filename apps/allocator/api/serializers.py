@@ -40,7 +40,7 @@ class AllocationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class InstancePlacementSerializer(serializers.Serializer):
+class AllocatedInstanceSerializer(serializers.Serializer):
     instance_id = serializers.CharField(allow_null=True)
     node_id = serializers.CharField()
     gpus = serializers.ListField(child=serializers.IntegerField())
@@ -48,19 +48,19 @@ class InstancePlacementSerializer(serializers.Serializer):
     allocation_id = serializers.IntegerField(allow_null=True)
 
 
-class DecisionSerializer(serializers.Serializer):
+class AllocationDecisionSerializer(serializers.Serializer):
     cluster_id = serializers.CharField()
     node_id = serializers.CharField()
     gpus = serializers.ListField(child=serializers.IntegerField())
     score = serializers.FloatField()
-    instances = InstancePlacementSerializer(many=True)
+    instances = AllocatedInstanceSerializer(many=True)
     dry_run = serializers.BooleanField()
     block_id = serializers.CharField()
     requirements = serializers.DictField()
     candidates = serializers.ListField(child=serializers.DictField())
 
 
-class DryRunRequestSerializer(serializers.Serializer):
+class AllocatorDryRunRequestSerializer(serializers.Serializer):
     """The createBlock body (envelope or values); ``instances`` overrides minInstances."""
 
     header = serializers.JSONField(required=False)

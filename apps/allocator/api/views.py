@@ -13,9 +13,9 @@ from rest_framework.views import APIView
 
 from apps.allocator import services
 from apps.allocator.api.serializers import (
+    AllocationDecisionSerializer,
     AllocationSerializer,
-    DecisionSerializer,
-    DryRunRequestSerializer,
+    AllocatorDryRunRequestSerializer,
 )
 from apps.allocator.filtersets import AllocationFilterSet
 from apps.allocator.models import Allocation
@@ -38,7 +38,7 @@ class DryRunView(APIView):
     """Where a block would go, changing nothing: 200 with the decision, 409 with the reason
     nothing fits."""
 
-    @extend_schema(request=DryRunRequestSerializer, responses=DecisionSerializer)
+    @extend_schema(request=AllocatorDryRunRequestSerializer, responses=AllocationDecisionSerializer)
     def post(self, request: Request) -> Response:
         return Response(dry_run_from_body(request.data), status=status.HTTP_200_OK)
 

@@ -147,7 +147,7 @@ class NodeUpdateSerializer(serializers.Serializer):
     schedulable = serializers.BooleanField(required=False)
 
 
-class AcceptedSerializer(serializers.Serializer):
+class ClusterTaskAcceptedSerializer(serializers.Serializer):
     task_id = serializers.UUIDField()
     status_url = serializers.CharField()
     task_type = serializers.CharField()
@@ -155,13 +155,13 @@ class AcceptedSerializer(serializers.Serializer):
     node_id = serializers.CharField(required=False)
 
 
-class MgmtCommandSerializer(serializers.Serializer):
+class ClusterMgmtCommandSerializer(serializers.Serializer):
     service = serializers.CharField(required=False, default="controller")
     action = serializers.CharField(required=False, help_text="alias: mgmtCommand")
     payload = serializers.JSONField(required=False, help_text="alias: mgmtData")
 
 
-class PolicyMapSerializer(serializers.Serializer):
+class ClusterPolicyMapSerializer(serializers.Serializer):
     actionsPolicyMap = serializers.DictField(child=serializers.CharField(allow_blank=True))
 
 
@@ -240,5 +240,5 @@ class WorkloadCreateSerializer(serializers.Serializer):
     labels = serializers.DictField(required=False, default=dict)
 
 
-class DesiredStateSerializer(serializers.Serializer):
+class WorkloadDesiredStateSerializer(serializers.Serializer):
     desired_state = serializers.ChoiceField(choices=DesiredState.choices)

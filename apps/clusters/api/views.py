@@ -19,19 +19,19 @@ from rest_framework.views import APIView
 
 from apps.clusters import gateway, services
 from apps.clusters.api.serializers import (
-    AcceptedSerializer,
+    ClusterMgmtCommandSerializer,
+    ClusterPolicyMapSerializer,
     ClusterSerializer,
     ClusterSpecSerializer,
+    ClusterTaskAcceptedSerializer,
     ClusterUpdateSerializer,
-    DesiredStateSerializer,
     GatewayConfigSerializer,
     GPUSerializer,
-    MgmtCommandSerializer,
     NodeSerializer,
     NodeSpecSerializer,
     NodeUpdateSerializer,
-    PolicyMapSerializer,
     WorkloadCreateSerializer,
+    WorkloadDesiredStateSerializer,
     WorkloadSerializer,
 )
 from apps.clusters.controller import ClusterController
@@ -112,7 +112,7 @@ class ClusterViewSet(
         },
     )
 
-    @extend_schema(request=ClusterSpecSerializer, responses={202: AcceptedSerializer})
+    @extend_schema(request=ClusterSpecSerializer, responses={202: ClusterTaskAcceptedSerializer})
     def create(self, request: Request) -> Response:
         accepted = gateway.create_cluster(spec_values(request.data), user=_user(request))
         return Response(accepted.body(), status=status.HTTP_202_ACCEPTED)
@@ -122,7 +122,7 @@ class ClusterViewSet(
         cluster = gateway.update_cluster(pk, spec_values(request.data), user=_user(request))
         return Response(services.cluster_document(cluster))
 
-    @extend_schema(parameters=[FORCE_PARAM], responses={202: AcceptedSerializer})
+    @extend_schema(parameters=[FORCE_PARAM], responses={202: ClusterTaskAcceptedSerializer})
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         accepted = gateway.remove_cluster(
             pk, user=_user(request), force=truthy(request.query_params.get("force", ""))
@@ -130,7 +130,7 @@ class ClusterViewSet(
         return Response(accepted.body(), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        request=MgmtCommandSerializer,
+        request=ClusterMgmtCommandSerializer,
         responses=inline_serializer("ClusterMgmtResult", {"result": serializers.JSONField()}),
     )
     @action(detail=True, methods=["post"])
@@ -159,7 +159,7 @@ class ClusterViewSet(
         nodes = services.nodes_with_gpus(cluster.nodes.all())
         return Response([services.node_document(n) for n in nodes])
 
-    @extend_schema(request=PolicyMapSerializer, responses=PolicyMapSerializer)
+    @extend_schema(request=ClusterPolicyMapSerializer, responses=ClusterPolicyMapSerializer)
     @action(detail=True, methods=["get", "patch", "put"], url_path="pre-check-policies")
     def pre_check_policies(self, request: Request, pk: str | None = None) -> Response:
         """The cluster controller's pre-check map (``config.actionsPolicyMap``). PATCH/PUT
@@ -203,7 +203,7 @@ class NodeViewSet(
         },
     )
 
-    @extend_schema(request=NodeSpecSerializer, responses={202: AcceptedSerializer})
+    @extend_schema(request=NodeSpecSerializer, responses={202: ClusterTaskAcceptedSerializer})
     def create(self, request: Request) -> Response:
         accepted = gateway.add_node(spec_values(request.data), user=_user(request))
         return Response(accepted.body(), status=status.HTTP_202_ACCEPTED)
@@ -214,7 +214,7 @@ class NodeViewSet(
         node = gateway.update_node(pk, data, user=_user(request))
         return Response(services.node_document(node))
 
-    @extend_schema(parameters=[FORCE_PARAM], responses={202: AcceptedSerializer})
+    @extend_schema(parameters=[FORCE_PARAM], responses={202: ClusterTaskAcceptedSerializer})
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         accepted = gateway.remove_node(
             pk, user=_user(request), force=truthy(request.query_params.get("force", ""))
@@ -273,11 +273,11 @@ class WorkloadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         workload.refresh_from_db()
         return Response(WorkloadSerializer(workload).data)
 
-    @extend_schema(request=DesiredStateSerializer, responses=WorkloadSerializer)
+    @extend_schema(request=WorkloadDesiredStateSerializer, responses=WorkloadSerializer)
     @action(detail=True, methods=["post"], url_path="desired-state")
     def desired_state(self, request: Request, pk: str | None = None) -> Response:
         workload = self.get_object()
-        incoming = DesiredStateSerializer(data=request.data)
+        incoming = WorkloadDesiredStateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         self._driver_for(workload, request).set_desired_state(
             workload.id, incoming.validated_data["desired_state"]
