@@ -1,17 +1,21 @@
 """Where an instance sends a result that nobody waits for: the `output_ptr` route.
 
-A vDAG request carries its compiled route in `AIOSPacket.output_ptr`, a JSON object:
+Two kinds of route travel in `AIOSPacket.output_ptr`:
+
+* **vDAG routes** (`{"kind": "aios.vdag/1", ...}`, see `block_sdk.vdag.route`): the compiled
+  graph, the node the packet is addressed to and the request's `final` target. The instance
+  asks `Router.prepare()` before block code runs (fan-in, pre-processing policy) and
+  `Router.route_output()` after (post-processing policy, conditional routing, forwarding to
+  the successors' executors straight through Redis or over gRPC, results to `final`); the
+  logic lives in `block_sdk.vdag.forwarder`.
+* **simple routes** (the first form, kept for single hops and tests):
 
     {"route": {"<block_id>": ["<next_block_id>", ...], ...},   # also accepted: "graph"
      "endpoints": {"<block_id>": "host:port", ...},            # InferenceProxy of each block
      "final": {"redis_list": "<key>"} | {"grpc": "host:port"},  # where results are collected
      ...}                                                       # other keys travel untouched
 
-This module parses that and offers the small `Router` the instance runtime calls after a
-request without a reply target finished. Forwarding policy (fan-out copies, fan-in, cross-
-cluster hops, error propagation rules) belongs to the vDAG layer, which plugs in by passing
-its own `Forwarder`; the default one covers direct `InferenceProxy` hops and a Redis-list or
-gRPC `final` target, enough for a linear pipeline.
+  handled by `DefaultForwarder` (direct `InferenceProxy` hops, a Redis-list or gRPC `final`).
 """
 
 from __future__ import annotations
@@ -19,15 +23,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from block_sdk.packet import DataPlaneError, Packet
 from block_sdk.protos import aios_packet_pb2 as pb
 from block_sdk.protos import inference_proxy_pb2 as ppb
 from block_sdk.protos import inference_proxy_pb2_grpc as pgrpc
+from block_sdk.vdag.route import RouteError, VdagRoute, parse_route
+
+if TYPE_CHECKING:
+    from block_sdk.vdag.forwarder import VdagForwarder
 
 log = logging.getLogger("block_sdk.routing")
 
@@ -131,14 +142,89 @@ class DefaultForwarder:
 
 
 class Router:
-    """Called by an instance for each finished request that has an `output_ptr` route."""
+    """Called by an instance around each request that carries an `output_ptr` route."""
 
-    def __init__(self, block_id: str, forwarder: Forwarder) -> None:
+    def __init__(
+        self,
+        block_id: str,
+        forwarder: Forwarder,
+        *,
+        redis_url: str | None = None,
+        cluster_id: str | None = None,
+        instance_id: str = "",
+    ) -> None:
         self.block_id = block_id
         self.forwarder = forwarder
+        self.redis_url = (
+            redis_url
+            or os.environ.get("AIOS_REDIS_URL")
+            or os.environ.get("REDIS_URL")
+            or "redis://127.0.0.1:6379/0"
+        )
+        self.cluster_id = cluster_id if cluster_id is not None else _cluster_from_env()
+        self.instance_id = instance_id
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
+        self._vdag: VdagForwarder | None = None
 
-    async def route_output(self, packet: pb.AIOSPacket) -> bool:
+    @property
+    def vdag(self) -> VdagForwarder:
+        """The vDAG forwarder, built on the first vDAG packet (plain blocks never pay)."""
+        if self._vdag is None:
+            from block_sdk.vdag.forwarder import VdagForwarder
+
+            self._vdag = VdagForwarder(
+                self.block_id,
+                redis=getattr(self.forwarder, "redis", None),
+                redis_url=self.redis_url,
+                cluster_id=self.cluster_id,
+                instance_id=self.instance_id,
+                loop=self.loop,
+            )
+        return self._vdag
+
+    @staticmethod
+    def _vdag_route(output_ptr: str) -> VdagRoute | None:
+        try:
+            return parse_route(output_ptr)
+        except RouteError as exc:
+            raise DataPlaneError("INVALID_ARGUMENT", str(exc)) from None
+
+    def prepare(self, packet: Packet, *, block_muxes: bool = False) -> Packet | None:
+        """Before block code (worker thread): the packet to run, or None when the router
+        consumed it (an input of a fan-in that is not complete yet, a skip marker).
+        Raises DataPlaneError, which fails the request like an error of the block."""
+        if not packet.output_ptr:
+            return packet
+        route = self._vdag_route(packet.output_ptr)
+        if route is None:
+            return packet
+        try:
+            return self.vdag.prepare(packet, route, block_muxes)
+        except DataPlaneError:
+            raise
+        except (RedisError, OSError) as exc:
+            raise DataPlaneError("UNAVAILABLE", f"vDAG fan-in: redis unavailable: {exc}") from exc
+        except Exception as exc:  # a routing failure fails the request, never the consumer
+            log.exception("vDAG prepare failed", extra={"node": route.node})
+            raise DataPlaneError("INTERNAL", f"vDAG routing before {route.node}: {exc}") from exc
+
+    async def route_output(self, packet: pb.AIOSPacket | None) -> bool:
         """Forward to successors (a copy each) or deliver to `final`. False: no route."""
+        if packet is None or not packet.output_ptr:
+            return False
+        try:
+            vroute = self._vdag_route(packet.output_ptr)
+        except DataPlaneError:
+            log.warning(
+                "unusable vDAG route dropped", extra={"output_ptr": packet.output_ptr[:200]}
+            )
+            return False
+        if vroute is not None:
+            await self.vdag.route_output(packet, vroute)
+            return True
         route = Route.parse(packet.output_ptr)
         if route is None:
             return False
@@ -153,6 +239,13 @@ class Router:
 
     async def route_error(self, packet: pb.AIOSPacket, error_json: str) -> bool:
         """Errors travel to the final target so the original caller sees them."""
+        try:
+            vroute = self._vdag_route(packet.output_ptr) if packet.output_ptr else None
+        except DataPlaneError:
+            vroute = None
+        if vroute is not None:
+            await self.vdag.fail(vroute, packet, error_json)
+            return True
         route = Route.parse(packet.output_ptr)
         if route is None or route.final is None:
             return False
@@ -161,3 +254,22 @@ class Router:
         failed.data = error_json
         await self.forwarder.deliver_final(failed, route)
         return True
+
+    async def close(self) -> None:
+        if self._vdag is not None:
+            await self._vdag.close()
+        close = getattr(self.forwarder, "close", None)
+        if close is not None:
+            await close()
+
+
+def _cluster_from_env() -> str:
+    """This process's cluster: `AIOS_CLUSTER_ID`, else `ALLOCATION_INFO["cluster_id"]`."""
+    cluster = os.environ.get("AIOS_CLUSTER_ID", "")
+    if cluster:
+        return cluster
+    try:
+        info = json.loads(os.environ.get("ALLOCATION_INFO") or "{}")
+    except ValueError:
+        return ""
+    return str(info.get("cluster_id") or "") if isinstance(info, dict) else ""

@@ -153,7 +153,14 @@ class Block:
 
         self.redis = connect(cfg.redis_url, max_connections=cfg.concurrency + 8)
         self.queues = RequestQueues(self.redis, self.keys)
-        self.router = Router(cfg.block_id, DefaultForwarder(self.redis))
+        self.router = Router(
+            cfg.block_id,
+            DefaultForwarder(self.redis),
+            redis_url=cfg.redis_url,
+            cluster_id=os.environ.get("AIOS_CLUSTER_ID")
+            or str(cfg.allocation_info.get("cluster_id") or ""),
+            instance_id=cfg.instance_id,
+        )
 
         requeued, failed = await self.queues.recover_own(cfg.instance_id, cfg.max_attempts)
         if requeued or failed:
@@ -219,7 +226,7 @@ class Block:
             )
         await runner.cleanup()
         with contextlib.suppress(Exception):
-            await self.router.forwarder.close()  # type: ignore[attr-defined]
+            await self.router.close()
         await self.redis.aclose()
         self._data_pool.shutdown(wait=False, cancel_futures=True)
         self._ctl_pool.shutdown(wait=False, cancel_futures=True)
@@ -270,6 +277,15 @@ class Block:
             block_id=env.block_id or cfg.block_id,
             request_id=env.request_id,
         )
+        if packet.output_ptr:
+            # vDAG routes: fan-in across instances and the node's pre-processing policy
+            # (block_sdk.routing / block_sdk.vdag.forwarder). None: the router consumed it.
+            try:
+                packet = self.router.prepare(packet, block_muxes=self.pipeline.muxer is not None)
+            except DataPlaneError as exc:
+                return _Work([(env, item)], None, exc, 0.0, taken_at)
+            if packet is None:
+                return _Work([(env, item)], None, None, 0.0, taken_at)
         group: list[tuple[QueueEnvelope | None, bytes]] = [(env, item)]
         muxer = self.pipeline.muxer
         if muxer is not None:
