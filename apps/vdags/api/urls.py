@@ -1,4 +1,10 @@
+"""Routes of the vdags app under /api/v1/."""
+
 from rest_framework.routers import DefaultRouter
 
+from apps.vdags.api import views
+
 router = DefaultRouter()
+router.register("vdags", views.VDagViewSet, basename="vdag")
+router.register("vdag-controllers", views.VDagControllerViewSet, basename="vdag-controller")
 urlpatterns = router.urls

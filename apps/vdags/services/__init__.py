@@ -1,0 +1,7 @@
+"""Domain operations of the vdags app, called by the parser handler, REST views, Celery
+tasks, the admin and management commands alike.
+
+- ``vdags``: create (quick check + ``vdag_creation`` task), dry run, process, delete;
+- ``specs``: spec planning (assignment, nested expansion, compilation, protocols);
+- ``controllers``: vDAG controllers (pre-checks, driver workloads, status, removal).
+"""
