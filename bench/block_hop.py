@@ -5,6 +5,8 @@ One run prints, for a trivial block (examples.echo):
   * p50/p99 through the executor (gRPC -> Redis queue -> instance -> reply) and the added
     latency per hop (target: p50 <= 1 ms), for both instance I/O modes;
   * one raw Redis LPUSH->BRPOP hop between two processes, for scale;
+  * the floor: the same process layout (grpc.aio handler -> Redis list -> worker process ->
+    Redis list -> one reader) with none of the SDK, i.e. what gRPC + Redis cost by themselves;
   * throughput with 1, 2 and 4 instances (ratios against 1 instance).
 
 Needs a Redis (REDIS_URL, default redis://127.0.0.1:6379/0). Usage:
@@ -59,9 +61,12 @@ def pct(values: list[float], p: float) -> float:
 class Block:
     """An executor plus instances of the echo block, as child processes."""
 
-    def __init__(self, redis_url: str, io_mode: str = "thread") -> None:
+    def __init__(
+        self, redis_url: str, io_mode: str = "thread", parameters: dict | None = None
+    ) -> None:
         self.redis_url = redis_url
         self.io_mode = io_mode
+        self.parameters = parameters or {}
         self.block_id = f"bench-{uuid.uuid4().hex[:8]}"
         self.keys = BlockKeys(self.block_id)
         self.r = redis.Redis.from_url(redis_url)
@@ -92,6 +97,7 @@ class Block:
                     "INSTANCE_ID": iid,
                     "AIOS_INSTANCE_HTTP_PORT": "0",
                     "AIOS_INSTANCE_IO": self.io_mode,
+                    "BLOCK_INIT_PARAMETERS": json.dumps(self.parameters),
                 },
             )
         config = {"watch_interval_s": 0.2, "lb_policy": "least_queue",
@@ -140,6 +146,82 @@ class Block:
             self.r.delete(key)
 
 
+def _floor_worker(url: str, key: str) -> None:
+    """Floor: the bare instance side (BLMOVE, LPUSH reply, LREM), no SDK."""
+    r = redis.Redis.from_url(url)
+    while True:
+        item = r.blmove(f"{key}:q", f"{key}:p", 5, "RIGHT", "LEFT")
+        if item is None:
+            continue
+        pipe = r.pipeline(transaction=False)
+        pipe.lpush(f"{key}:r", item)
+        pipe.lrem(f"{key}:p", 1, item)
+        pipe.execute()
+
+
+def _floor_server(url: str, key: str, port: int) -> None:
+    """Floor: the bare executor side (grpc.aio handler, LPUSH, one BLPOP reader), no SDK."""
+    import redis.asyncio as aioredis
+
+    from block_sdk.protos import aios_packet_pb2 as pb
+
+    async def serve() -> None:
+        r = aioredis.Redis.from_url(url)
+        waiting: dict[bytes, asyncio.Future] = {}
+        counter = iter(range(1, 1 << 62))
+
+        async def reader() -> None:
+            rr = aioredis.Redis.from_url(url)
+            while True:
+                got = await rr.blpop([f"{key}:r"], timeout=1)
+                fut = waiting.pop(got[1], None) if got else None
+                if fut is not None and not fut.done():
+                    fut.set_result(True)
+
+        class Servicer(pb_grpc.BlockInferenceServiceServicer):
+            async def infer(self, request, context):
+                rid = str(next(counter)).encode()
+                fut = waiting[rid] = asyncio.get_running_loop().create_future()
+                await r.lpush(f"{key}:q", rid)
+                await fut
+                return pb.AIOSPacket(data=request.data)
+
+        task = asyncio.create_task(reader())
+        server = grpc.aio.server()
+        pb_grpc.add_BlockInferenceServiceServicer_to_server(Servicer(), server)
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+        task.cancel()
+
+    asyncio.run(serve())
+
+
+class Floor:
+    """The same process layout with none of the SDK: what gRPC + Redis cost by themselves."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.key, self.grpc_port = url, f"bench:floor:{uuid.uuid4().hex}", free_port()
+        ctx = mp.get_context("spawn")
+        self.procs = [
+            ctx.Process(target=_floor_worker, args=(url, self.key), daemon=True),
+            ctx.Process(target=_floor_server, args=(url, self.key, self.grpc_port), daemon=True),
+        ]
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.grpc_port}")
+        grpc.channel_ready_future(channel).result(timeout=30)
+        channel.close()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.terminate()
+        r = redis.Redis.from_url(self.url)
+        r.delete(f"{self.key}:q", f"{self.key}:p", f"{self.key}:r")
+
+
 def bench_direct(n: int) -> list[float]:
     tester = BlockTester(EchoBlock)
     for _ in range(200):
@@ -152,7 +234,7 @@ def bench_direct(n: int) -> list[float]:
     return out
 
 
-def bench_latency(block: Block, n: int) -> list[float]:
+def bench_latency(block: Block | Floor, n: int) -> list[float]:
     channel = grpc.insecure_channel(f"127.0.0.1:{block.grpc_port}")
     stub = pb_grpc.BlockInferenceServiceStub(channel)
     req = make_block_packet(PAYLOAD)
@@ -236,24 +318,33 @@ def main() -> int:
     # Rounds interleave every variant so that load from other processes on the machine hits
     # them alike; the median of the per-round p50s is reported.
     blocks = {mode: Block(url, io_mode=mode) for mode in ("thread", "asyncio")}
+    floor = Floor(url)
     series: dict[str, list[list[float]]] = {}
     names = {
         "direct": "direct in-process (BlockTester)",
         "hop": "one Redis LPUSH->BRPOP hop",
+        "floor": "floor: bare grpc.aio + Redis queue, no SDK",
         "thread": "through executor, instance io=thread",
         "asyncio": "through executor, instance io=asyncio",
     }
     try:
         for block in blocks.values():
             block.start(1)
+        floor.start()
         for _ in range(args.rounds):
             series.setdefault("direct", []).append(bench_direct(args.requests))
             series.setdefault("hop", []).append(bench_redis_hop(url, args.requests))
+            try:
+                series.setdefault("floor", []).append(bench_latency(floor, args.requests))
+            except grpc.RpcError as exc:
+                alive = [(p.is_alive(), p.exitcode) for p in floor.procs]
+                raise RuntimeError(f"floor processes (alive, exit): {alive}") from exc
             for mode, block in blocks.items():
                 series.setdefault(mode, []).append(bench_latency(block, args.requests))
     finally:
         for block in blocks.values():
             block.stop()
+        floor.stop()
 
     def p50(key: str) -> float:
         return statistics.median(pct(v, 50) for v in series[key])
@@ -268,21 +359,28 @@ def main() -> int:
         added = (p50(mode) - base) * 1e3
         verdict = "meets" if added <= 1.0 else "misses"
         print(f"added per hop (io={mode}): p50 {added:.3f} ms ({verdict} the 1 ms target); "
-              f"{p50(mode) / base:.0f}x the direct call")  # fmt: skip
+              f"{p50(mode) / base:.0f}x the direct call, {p50(mode) / p50('floor'):.2f}x the floor")  # fmt: skip
 
-    print(f"\nthroughput ({args.seconds:.0f}s, {args.concurrency} concurrent callers)")
-    block = Block(url, io_mode="thread")
-    results: dict[int, float] = {}
-    try:
-        block.start(4, registered=1)
-        for n in (1, 2, 4):
-            block.set_live(n, 4)
-            rps, errors = bench_throughput(block, args.seconds, args.concurrency)
-            results[n] = rps
-            print(f"  {n} instance(s): {rps:8.0f} req/s  ({results[n] / results[1]:.2f}x of 1)"
-                  f"{f'  errors={errors}' if errors else ''}")  # fmt: skip
-    finally:
-        block.stop()
+    # A trivial block is CPU-bound on the load generator, executor and Redis, so on a small
+    # machine more instances cannot help; a block that waits (a stand-in for a GPU or remote
+    # model call) shows what instances add.
+    for label, params in (
+        ("trivial echo", {}),
+        ("echo + 5 ms wait per request (model stand-in)", {"delay_s": 0.005}),
+    ):
+        print(f"\nthroughput, {label} ({args.seconds:.0f}s, {args.concurrency} concurrent callers)")
+        block = Block(url, io_mode="thread", parameters=params)
+        results: dict[int, float] = {}
+        try:
+            block.start(4, registered=1)
+            for n in (1, 2, 4):
+                block.set_live(n, 4)
+                rps, errors = bench_throughput(block, args.seconds, args.concurrency)
+                results[n] = rps
+                print(f"  {n} instance(s): {rps:8.0f} req/s  ({results[n] / results[1]:.2f}x of 1)"
+                      f"{f'  errors={errors}' if errors else ''}")  # fmt: skip
+        finally:
+            block.stop()
     return 0
 
 
