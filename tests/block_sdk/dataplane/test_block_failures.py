@@ -218,3 +218,29 @@ def test_events_and_sidecars_write_bounded_redis_structures(redis_url, redis_cli
         pattern = f"{keys.base}:*".replace("{", "\\{").replace("}", "\\}")
         for key in redis_client.scan_iter(match=pattern):
             redis_client.delete(key)
+
+
+def test_two_executors_share_a_block_and_get_their_own_replies(plane):
+    """Executor replicas of one block: each waits on its own reply list, so every caller
+    gets exactly its own answer even when both push onto the same instance queues."""
+    from tests.block_sdk.dataplane.plane import DataPlane
+
+    plane.start_instance("s1")
+    plane.start_instance("s2")
+    plane.start_executor(executor_id="exec-a")
+    twin = DataPlane(plane.redis_url, plane.log_dir / "twin", plane.block_id)
+    (plane.log_dir / "twin").mkdir()
+    try:
+        twin.start_executor(executor_id="exec-b")
+        plane.wait_alive(["s1", "s2"])
+        twin.wait_alive(["s1", "s2"])
+        fa = [plane.stub().infer.future(make_block_packet({"via": "a", "n": n}), timeout=20)
+              for n in range(40)]  # fmt: skip
+        fb = [twin.stub().infer.future(make_block_packet({"via": "b", "n": n}), timeout=20)
+              for n in range(40)]  # fmt: skip
+        got_a = [json.loads(f.result().data)["input"] for f in fa]
+        got_b = [json.loads(f.result().data)["input"] for f in fb]
+        assert got_a == [{"via": "a", "n": n} for n in range(40)]
+        assert got_b == [{"via": "b", "n": n} for n in range(40)]
+    finally:
+        twin.close()
