@@ -100,3 +100,37 @@ def test_parser_errors_keep_the_error_shape(api, anon_client):
     kube["config"]["driver"] = "kubernetes"
     refused = api.post("/api/createCluster", envelope(kube), format="json")
     assert refused.status_code == 501 and "kubernetes" in refused.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_remove_and_update_handlers_for_the_parser(user):
+    from apps.clusters import parser_actions
+    from apps.clusters.models import Workload
+    from apps.core.actions import ActionRequest
+    from apps.core.errors import ApiError
+    from tests.clusters.helpers import make_cluster
+
+    nid = uid("n")
+    cluster = make_cluster(owner=user, nodes=[node_spec(nid)])
+    updated = parser_actions.update_cluster(
+        ActionRequest(
+            "updateCluster",
+            {"clusterId": cluster.id, "changes": {"clusterMetadata.creator": "ops"}},
+            user=user,
+        )
+    )
+    assert updated.status == 200 and updated.body["clusterMetadata"]["creator"] == "ops"
+    Workload.objects.create(
+        id=uid("w"), cluster=cluster, node_id=nid, kind="job", entry_point="a.b", status="running"
+    )
+    with pytest.raises(ApiError) as busy:
+        parser_actions.remove_node(ActionRequest("removeNode", {"nodeId": nid}, user=user))
+    assert busy.value.status_code == 409
+    removed = parser_actions.remove_cluster(
+        ActionRequest("removeCluster", {"clusterId": cluster.id, "force": True}, user=user)
+    )
+    assert removed.status == 202 and removed.body["task_type"] == "cluster_infra_remove"
+    with pytest.raises(ApiError):
+        parser_actions.update_cluster(
+            ActionRequest("updateCluster", {"clusterId": cluster.id}, user=user)
+        )
