@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from typing import Any
 
 from django.db import transaction
 
-from apps.clusters.choices import ClusterStatus, WorkloadKind, WorkloadStatus
+from apps.clusters.choices import ClusterStatus, WorkloadKind
 from apps.clusters.controller import ClusterController, cluster_metrics_snapshot
 from apps.clusters.drivers import WorkloadSpec
-from apps.clusters.models import Cluster, Node, Workload
+from apps.clusters.models import Cluster, Workload
 from apps.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from apps.core.uris import URIError, validate_slug_id
 from apps.vdags import conf
@@ -33,6 +32,7 @@ from apps.vdags.choices import (
     VDagStatus,
 )
 from apps.vdags.models import VDag, VDagController
+from apps.vdags.services import workloads as serving
 from apps.vdags.services.vdags import get_vdag, recompile
 
 log = logging.getLogger("aios.vdags.controllers")
@@ -72,14 +72,6 @@ def workloads_of(controller_id: str):
     return Workload.objects.filter(
         kind=WorkloadKind.VDAG_CONTROLLER, labels__vdag_controller_id=controller_id
     ).select_related("node")
-
-
-def _host(cluster: Cluster, node: Node | None) -> str:
-    try:
-        from apps.blocks.runtime import advertise_host
-    except ImportError:  # pragma: no cover - the blocks app is always installed
-        return "127.0.0.1"
-    return advertise_host(cluster, node)
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -215,17 +207,6 @@ def workload_spec(controller: VDagController, vdag: VDag) -> WorkloadSpec:
     )
 
 
-def _endpoint(workload: Workload, cluster: Cluster) -> dict[str, Any]:
-    host = _host(cluster, workload.node)
-    ports = workload.ports or {}
-    return {
-        "workload_id": workload.id,
-        "node_id": workload.node_id,
-        "grpc": f"{host}:{ports['grpc']}" if ports.get("grpc") else "",
-        "http": f"http://{host}:{ports['http']}" if ports.get("http") else "",
-    }
-
-
 # -- create ------------------------------------------------------------------------------------
 def create_controller(
     *,
@@ -314,7 +295,7 @@ def create_controller(
         refs = cluster_controller.driver.create_vdag_controller(
             vdag_controller_id, workload_spec(controller, vdag), replicas=config["replicas"]
         )
-        endpoints = [_endpoint(w, cluster) for w in workloads_of(vdag_controller_id)]
+        endpoints = [serving.endpoint(w, cluster) for w in workloads_of(vdag_controller_id)]
         controller.endpoints = endpoints
         controller.public_url = endpoints[0]["grpc"] if endpoints else ""
         controller.management_url = endpoints[0]["http"] if endpoints else ""
@@ -369,35 +350,19 @@ def _cluster_document(cluster: Cluster) -> dict[str, Any]:
 
 
 # -- status ------------------------------------------------------------------------------------
-def grpc_answers(address: str, timeout_s: float | None = None) -> bool:
-    """True when ``host:port`` accepts a TCP connection (the gRPC server is listening)."""
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        return False
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s or conf.PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
-
-
 def observe(controller: VDagController) -> VDagController:
-    """Refresh ``status`` from the world: ``running`` while a replica's gRPC port answers;
-    a running controller that stops answering becomes ``starting`` again (its node agent
-    restarts it) or ``failed`` when its workloads failed for good."""
-    if controller.status in (ControllerStatus.REMOVING,):
+    """Refresh ``status`` from the world (see ``workloads.observed_status``)."""
+    if controller.status == ControllerStatus.REMOVING:
         return controller
-    answering = any(grpc_answers(e.get("grpc", "")) for e in controller.endpoints or [])
-    status, reason = controller.status, controller.status_reason
-    if answering:
-        status, reason = ControllerStatus.RUNNING, ""
-    else:
-        workloads = list(workloads_of(controller.pk))
-        if workloads and all(w.status == WorkloadStatus.FAILED for w in workloads):
-            status = ControllerStatus.FAILED
-            reason = workloads[0].last_error or "the controller's workloads failed"
-        elif controller.status == ControllerStatus.RUNNING:
-            status, reason = ControllerStatus.STARTING, "its gRPC port stopped answering"
+    status, reason = serving.observed_status(
+        controller.status,
+        controller.status_reason,
+        controller.endpoints,
+        list(workloads_of(controller.pk)),
+        running=ControllerStatus.RUNNING,
+        starting=ControllerStatus.STARTING,
+        failed=ControllerStatus.FAILED,
+    )
     if (status, reason) != (controller.status, controller.status_reason):
         VDagController.objects.filter(pk=controller.pk).update(
             status=status, status_reason=reason[:2000]
