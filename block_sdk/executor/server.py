@@ -146,7 +146,7 @@ class ExecutorHTTP:
         self.ring = ring
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=4 * 1024 * 1024)
+        app = web.Application(client_max_size=4 * 1024 * 1024, middlewares=[self._auth_middleware])
         for prefix in ("", "/executor"):
             app.router.add_get(f"{prefix}/health", self.health)
             app.router.add_get(f"{prefix}/metrics", self.metrics)
@@ -154,6 +154,16 @@ class ExecutorHTTP:
         app.router.add_post("/executor/mgmt", self.mgmt)
         app.router.add_post("/mgmt", self.mgmt)
         return app
+
+    @web.middleware
+    async def _auth_middleware(self, request: web.Request, handler):
+        # Probes and scrapes stay open; commands need the key when one is configured.
+        key = self.executor.config.api_key
+        if key and request.method == "POST":
+            given = request.headers.get("x-api-key") or request.headers.get("Authorization", "")
+            if given not in (key, f"Bearer {key}"):
+                return _error(401, UNAUTHENTICATED, "missing or wrong API key")
+        return await handler(request)
 
     async def health(self, request: web.Request) -> web.Response:
         ex = self.executor

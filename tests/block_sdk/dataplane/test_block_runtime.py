@@ -232,6 +232,9 @@ def test_no_live_instance_is_unavailable_and_api_key_is_enforced(plane):
         plane.stub().infer(req, timeout=5, metadata=[("x-api-key", "s3cret")])
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "no live instance" in _error(info.value)["message"]
+    status, body = plane.mgmt("get_mapping")
+    assert status == 401 and body["error"]["code"] == "UNAUTHENTICATED"
+    assert plane.http("GET", "/health")[0] == 200  # probes stay open
 
 
 def test_full_queue_is_resource_exhausted(plane):
