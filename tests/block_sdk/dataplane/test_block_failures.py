@@ -244,3 +244,17 @@ def test_two_executors_share_a_block_and_get_their_own_replies(plane):
         assert got_b == [{"via": "b", "n": n} for n in range(40)]
     finally:
         twin.close()
+
+
+def test_instance_removed_from_the_registry_gets_no_more_work(plane, redis_client):
+    """Scale-down as the control plane does it: drop the registry entry; the still-running
+    instance leaves the live set and traffic goes to the remaining one."""
+    plane.start_instance("keep")
+    plane.start_instance("drop")
+    plane.start_executor(lb_parameters={"session_stickiness": False})
+    plane.wait_alive(["keep", "drop"])
+    redis_client.hdel(plane.keys.instances, "drop")
+    plane.wait_gone("drop")
+    assert plane.instances["drop"].alive()  # still running, just not routed to
+    owners = {plane.infer_json({"n": n})["instance_id"] for n in range(10)}
+    assert owners == {"keep"}
