@@ -32,7 +32,7 @@ from apps.clusters.specs import (
     CLUSTER_SCHEMA,
     GATEWAY_MAP_KEYS,
     UPDATABLE_CLUSTER_KEYS,
-    _schema_errors,
+    check_schema,
     clean_cluster_values,
     clean_node_values,
     validate_policy_map,
@@ -227,7 +227,7 @@ def update_cluster(cluster_id: str, changes: dict[str, Any], *, user=None) -> Cl
     current = services.cluster_document(cluster, include_nodes=False)
     proposed = _apply_changes({k: current[k] for k in ("id", *UPDATABLE_CLUSTER_KEYS)}, changes)
     proposed["id"] = cluster.id  # not changeable
-    _schema_errors(CLUSTER_SCHEMA, proposed, "cluster update")
+    check_schema(CLUSTER_SCHEMA, proposed, "cluster update")
     if "actionsPolicyMap" in (proposed.get("config") or {}):
         from apps.clusters.specs import CLUSTER_MAP_KEYS
 
@@ -241,7 +241,7 @@ def update_cluster(cluster_id: str, changes: dict[str, Any], *, user=None) -> Cl
     checked = precheck("update_cluster", {"cluster_data": proposed}, user=user)
     checked = ClusterController(cluster).precheck("update_cluster", checked, user=user)
     final = checked.get("cluster_data") or proposed
-    _schema_errors(CLUSTER_SCHEMA, {**final, "id": cluster.id}, "cluster update")
+    check_schema(CLUSTER_SCHEMA, {**final, "id": cluster.id}, "cluster update")
     with transaction.atomic():
         services.apply_cluster_document(cluster, final)
         if kubeconfig is not None:

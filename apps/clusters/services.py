@@ -62,7 +62,7 @@ def gateway_config() -> GatewayConfig:
             initial = validate_policy_map(
                 json.loads(raw), GATEWAY_MAP_KEYS, "CLUSTER_CONTROLLER_GATEWAY_ACTIONS_MAP"
             )
-        except (ValueError, Exception) as exc:  # a bad env var must not break the API
+        except Exception as exc:  # a bad env var must not break the API
             log.error("event=gateway_actions_map_invalid error=%r", exc)
     mode = os.environ.get("POLICY_EXECUTION_MODE", "local")
     config, _ = GatewayConfig.objects.get_or_create(

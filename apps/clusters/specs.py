@@ -126,7 +126,7 @@ CLUSTER_MAP_KEYS = frozenset(CONTROLLER_PRECHECK_ACTIONS) | frozenset(CLUSTER_AC
 GATEWAY_MAP_KEYS = frozenset(GATEWAY_PRECHECK_ACTIONS)
 
 
-def _schema_errors(schema: dict, values: Any, what: str) -> None:
+def check_schema(schema: dict, values: Any, what: str) -> None:
     validator = Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(values), key=lambda e: list(e.absolute_path))
     if errors:
@@ -180,7 +180,7 @@ def clean_node_values(values: Any, *, cluster_id: str | None = None) -> dict[str
     """Validate a node spec; returns a copy with ``id`` and ``clusterId`` checked."""
     if not isinstance(values, dict):
         raise ValidationFailed("the node spec must be a JSON object")
-    _schema_errors(NODE_SCHEMA, values, "node spec")
+    check_schema(NODE_SCHEMA, values, "node spec")
     clean = dict(values)
     clean["id"] = _slug(values["id"], "node id")
     cid = values.get("clusterId") or cluster_id
@@ -194,7 +194,7 @@ def clean_cluster_values(values: Any) -> dict[str, Any]:
     """Validate a cluster spec; returns a copy with the driver settled in ``config.driver``."""
     if not isinstance(values, dict):
         raise ValidationFailed("the cluster spec must be a JSON object")
-    _schema_errors(CLUSTER_SCHEMA, values, "cluster spec")
+    check_schema(CLUSTER_SCHEMA, values, "cluster spec")
     clean = dict(values)
     clean["id"] = _slug(values["id"], "cluster id")
     config = dict(values.get("config") or {})

@@ -357,3 +357,27 @@ def test_allocations_api_lists_and_staff_release(api, staff_api):
     assert api.delete(f"/api/v1/allocator/allocations/{pk}/").status_code == 403
     assert staff_api.delete(f"/api/v1/allocator/allocations/{pk}/").status_code == 204
     assert not Allocation.objects.filter(instance_id=decision.instances[0].instance_id).exists()
+
+
+@pytest.mark.django_db
+def test_dry_run_uses_the_components_allocation_policy(api, user):
+    """createBlock's body names a component; its resourceAllocator applies unless the block
+    overrides it (the blocks app's merge rule)."""
+    import json
+    from pathlib import Path
+
+    from apps.registries.services.components import register_component
+
+    values = json.loads(Path("examples/echo/component.json").read_text())["body"]["spec"]["values"]
+    values["componentId"]["name"] = f"two-gpu-{uuid.uuid4().hex[:6]}"
+    values["policies"]["resourceAllocator"] = {
+        "policyRuleURI": BEST_FIT,
+        "parameters": {"gpus": 2},
+    }
+    component = register_component(values, owner=user)
+    one, two = uid("n"), uid("n")
+    make_cluster(nodes=[node_spec(one, [("A100", 40960)]), node_spec(two, [("A100", 40960)] * 2)])
+    body = {"blockComponentURI": component.component_uri, "minInstances": 1, "maxInstances": 1}
+    response = api.post("/api/v1/allocator/dry-run/", body, format="json")
+    assert response.status_code == 200, response.json()
+    assert response.json()["node_id"] == two and response.json()["gpus"] == [0, 1]

@@ -22,6 +22,27 @@ from apps.allocator.models import Allocation
 from apps.core.errors import ValidationFailed
 
 
+def with_component_policies(values: dict[str, Any]) -> dict[str, Any]:
+    """The spec as createBlock would allocate it: when ``blockComponentURI`` names a
+    registered component, its policies (and requirements) are merged in by the blocks app's
+    own rules; otherwise the spec is used as given."""
+    uri = values.get("blockComponentURI")
+    if not isinstance(uri, str) or not uri:
+        return values
+    try:
+        from apps.blocks import specs as block_specs
+        from apps.registries.models import Component
+    except ImportError:  # pragma: no cover - both apps are installed
+        return values
+    component = Component.objects.filter(component_uri=uri).first()
+    if component is None:
+        return values
+    try:
+        return block_specs.build(values, component).allocator_spec()
+    except (TypeError, AttributeError):  # an older/newer blocks API: use the spec as is
+        return values
+
+
 def dry_run_from_body(data: Any) -> dict[str, Any]:
     """Run a dry-run for a createBlock body; ``instances`` and ``clusters`` are optional
     top-level keys beside the spec."""
@@ -30,7 +51,8 @@ def dry_run_from_body(data: Any) -> dict[str, Any]:
     data = dict(data)
     instances = data.pop("instances", None)
     clusters = data.pop("clusters", None)
-    decision = services.allocate(data, dry_run=True, instances=instances, clusters=clusters)
+    values = with_component_policies(services.spec_values(data))
+    decision = services.allocate(values, dry_run=True, instances=instances, clusters=clusters)
     return decision.as_dict()
 
 
