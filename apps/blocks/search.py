@@ -95,7 +95,6 @@ def register() -> None:
         _block_metrics_queryset,
         BLOCK_METRICS_FIELDS,
         _metrics_document,
-        relations=[Relation("block", "entity_id", "pk")],
         id_key="entity_id",
         default=True,
     )
