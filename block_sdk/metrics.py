@@ -11,7 +11,6 @@ import json
 import logging
 import sys
 import threading
-import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -230,17 +229,3 @@ def configure_logging(
     # aiohttp's access log is one line per scrape/health probe: noise at INFO.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     return ring
-
-
-class Stopwatch:
-    """Tiny helper: `with Stopwatch() as sw: ...; sw.elapsed`."""
-
-    __slots__ = ("elapsed", "start")
-
-    def __enter__(self) -> Stopwatch:
-        self.start = time.perf_counter()
-        self.elapsed = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.elapsed = time.perf_counter() - self.start

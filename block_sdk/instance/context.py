@@ -5,7 +5,6 @@ synchronous, thread-safe, bounded, and never let an infrastructure hiccup break 
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -314,11 +313,3 @@ class Context:
             ),
             logger=logging.getLogger(f"block.{cfg.block_id}"),
         )
-
-
-def describe(value: Any) -> str:
-    """Short JSON-ish rendering for logs."""
-    try:
-        return json.dumps(value, default=str)[:500]
-    except (TypeError, ValueError):
-        return repr(value)[:500]

@@ -7,10 +7,9 @@ import contextlib
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,6 @@ class Proc:
     process: ManagedProcess
     http_port: int | None = None
     grpc_port: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def alive(self) -> bool:
         return self.process.proc.poll() is None
@@ -221,11 +219,3 @@ class DataPlane:
     def instance_counts(self) -> dict[str, int]:
         _, body = self.mgmt("list_instances")
         return {i["instance_id"]: i["dispatched"] for i in body["result"]["instances"]}
-
-
-def wait_for(predicate, timeout: float, what: str):
-    return wait_until(predicate, timeout, what, interval=0.05)
-
-
-def now() -> float:
-    return time.monotonic()
