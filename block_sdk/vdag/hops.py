@@ -177,7 +177,11 @@ class HopTransport:
         if not entry.live or entry.fetched_at == 0.0:
             if age > 0.05:  # an empty answer is re-asked soon, not on every packet
                 await self._refresh(entry)
+        elif age > 2 * self.refresh_s:
+            # Idle for a while: the list may name instances that died since; ask first.
+            await self._refresh(entry)
         elif age > self.refresh_s and (entry.task is None or entry.task.done()):
+            # Under traffic: refresh beside the request, the list is at most slightly old.
             entry.task = asyncio.ensure_future(self._refresh(entry))
         return entry
 
