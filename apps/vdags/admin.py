@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html, format_html_join
 
 from apps.core.errors import ApiError
-from apps.vdags.models import VDag, VDagController
+from apps.vdags.models import QualitySample, VDag, VDagController
 
 
 def pretty_json(value) -> str:
@@ -236,3 +236,42 @@ class VDagControllerAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # controllers are created through the API (pre-checks, workloads)
+
+
+@admin.register(QualitySample)
+class QualitySampleAdmin(admin.ModelAdmin):
+    list_display = ("ts", "vdag_uri", "vdag_controller_id", "session_id", "seq_no", "policy")
+    list_filter = ("vdag_uri", "ts")
+    search_fields = ("vdag_uri", "vdag_controller_id", "session_id")
+    date_hierarchy = "ts"
+    readonly_fields = (
+        "vdag_uri",
+        "vdag_controller_id",
+        "stream_id",
+        "ts",
+        "session_id",
+        "seq_no",
+        "policy",
+        "request_pretty",
+        "response_pretty",
+        "result_pretty",
+    )
+    exclude = ("request", "response", "policy_result")
+
+    @admin.display(description="request")
+    def request_pretty(self, obj) -> str:
+        return pretty_json(obj.request)
+
+    @admin.display(description="response")
+    def response_pretty(self, obj) -> str:
+        return pretty_json(obj.response)
+
+    @admin.display(description="policy result")
+    def result_pretty(self, obj) -> str:
+        return pretty_json(obj.policy_result)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

@@ -29,8 +29,9 @@ class ControllerStatus(models.TextChoices):
 
 
 class PolicyExecutionMode(models.TextChoices):
-    LOCAL = "local"
-    REMOTE = "remote"
+    LOCAL = "local"  # in the controller process (trusted policies)
+    SANDBOX = "sandbox"  # the controller's sandbox pool
+    REMOTE = "remote"  # AIOS's "remote"/"distributed"; runs sandboxed in the controller
 
 
 # Tasks recorded in the global tasks DB.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import django_filters
 
 from apps.vdags.choices import ControllerStatus, VDagStatus
-from apps.vdags.models import VDag, VDagController
+from apps.vdags.models import QualitySample, VDag, VDagController
 
 
 class VDagFilterSet(django_filters.FilterSet):
@@ -46,3 +46,15 @@ class VDagControllerFilterSet(django_filters.FilterSet):
 
     def filter_tag(self, queryset, name, value):
         return queryset.filter(search_tags__contains=[value])
+
+
+class QualitySampleFilterSet(django_filters.FilterSet):
+    vdag_uri = django_filters.CharFilter()
+    controller = django_filters.CharFilter(field_name="vdag_controller_id")
+    session_id = django_filters.CharFilter()
+    since = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="gte")
+    until = django_filters.IsoDateTimeFilter(field_name="ts", lookup_expr="lte")
+
+    class Meta:
+        model = QualitySample
+        fields = ["vdag_uri", "controller", "session_id", "since", "until"]

@@ -105,6 +105,8 @@ class VDagController(OwnedModel):
     metadata = models.JSONField(default=dict, blank=True)
     search_tags = models.JSONField(default=list, blank=True)
     last_task_id = models.UUIDField(null=True, blank=True)
+    # The last quality-stream entry copied into QualitySample (Redis stream id).
+    quality_cursor = models.CharField(max_length=40, blank=True, default="0-0", editable=False)
 
     class Meta:
         ordering = ["vdag_controller_id"]
@@ -117,3 +119,31 @@ class VDagController(OwnedModel):
     @property
     def vdag_uri(self) -> str:
         return self.vdag_id
+
+
+class QualitySample(models.Model):
+    """A request/response pair the controller's ``qualityChecker`` chose to record, copied
+    from the controller's bounded Redis stream for audit. Samples outlive the controller."""
+
+    id = models.BigAutoField(primary_key=True)
+    vdag_controller_id = models.CharField(max_length=63, db_index=True)
+    vdag_uri = models.CharField(max_length=300, db_index=True)
+    stream_id = models.CharField(max_length=40)
+    ts = models.DateTimeField(db_index=True)
+    session_id = models.CharField(max_length=255, db_index=True, blank=True, default="")
+    seq_no = models.BigIntegerField(default=0)
+    request = models.JSONField(default=dict, blank=True)
+    response = models.JSONField(default=dict, blank=True)
+    policy = models.CharField(max_length=300, blank=True, default="")
+    policy_result = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["ts", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["vdag_controller_id", "stream_id"], name="vdags_quality_sample_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.vdag_controller_id} {self.session_id}/{self.seq_no}"

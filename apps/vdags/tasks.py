@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from celery import shared_task
+
 from apps.parser.validation import SpecValidationError
 from apps.tasks.services import TaskRecorder, tracked_task
 
@@ -26,3 +28,11 @@ def vdag_controller_creation(recorder: TaskRecorder, vdag_controller_id: str) ->
     from apps.vdags.services import controllers
 
     return controllers.wait_until_running(vdag_controller_id, recorder.progress)
+
+
+@shared_task(name="aios.vdags.collect_controller_data", ignore_result=True)
+def collect_controller_data() -> dict[str, int]:
+    """Periodic (beat): quality samples and metrics history of every vDAG controller."""
+    from apps.vdags.services import telemetry
+
+    return telemetry.collect_all()

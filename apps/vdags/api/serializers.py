@@ -7,7 +7,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from apps.vdags.choices import ControllerStatus, PolicyExecutionMode, VDagStatus
-from apps.vdags.models import VDag, VDagController
+from apps.vdags.models import QualitySample, VDag, VDagController
 
 
 def _one_of(values: list[str]) -> dict:
@@ -152,3 +152,21 @@ class RemovedSerializer(serializers.Serializer):
     vdag_controller_id = serializers.CharField()
     removed = serializers.BooleanField()
     workloads = serializers.IntegerField()
+
+
+class QualitySampleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = QualitySample
+        fields = [
+            "id",
+            "vdag_controller_id",
+            "vdag_uri",
+            "ts",
+            "session_id",
+            "seq_no",
+            "request",
+            "response",
+            "policy",
+            "policy_result",
+        ]
+        read_only_fields = fields

@@ -6,10 +6,14 @@ Views stay thin: creation of a vDAG is the parser's ``createvDAG``; everything e
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -19,15 +23,22 @@ from apps.core.permissions import IsOwnerOrStaffForWrites
 from apps.core.query import QueryFields
 from apps.vdags.api.serializers import (
     ControllerAcceptedSerializer,
+    QualitySampleSerializer,
     RemovedSerializer,
     VDagControllerCreateSerializer,
     VDagControllerSerializer,
     VDagListSerializer,
     VDagSerializer,
 )
-from apps.vdags.filtersets import VDagControllerFilterSet, VDagFilterSet
-from apps.vdags.models import VDag, VDagController
-from apps.vdags.services import controllers, vdags
+from apps.vdags.filtersets import (
+    QualitySampleFilterSet,
+    VDagControllerFilterSet,
+    VDagFilterSet,
+)
+from apps.vdags.models import QualitySample, VDag, VDagController
+from apps.vdags.services import controllers, telemetry, vdags
+
+log = logging.getLogger("aios.vdags.api")
 
 # vdagName:version-release-tag: letters, digits, '_', '.', '-', ':' and '+'.
 URI_LOOKUP = r"[A-Za-z0-9_][A-Za-z0-9_.:+\-]{0,299}"
@@ -153,3 +164,27 @@ class VDagControllerViewSet(
         vdags.get_vdag(vdag_uri)  # 404 for an unknown vDAG
         found = [controllers.observe(c) for c in controllers.controllers_of(vdag_uri)]
         return Response(VDagControllerSerializer(found, many=True).data)
+
+
+class QualitySampleViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Request/response pairs recorded by vDAG controllers' quality checkers (audit). Filtering
+    by ``controller`` or ``vdag_uri`` first copies what those controllers recorded since the
+    last collection (the beat task does it for all every few seconds)."""
+
+    queryset = QualitySample.objects.order_by("ts", "id")
+    serializer_class = QualitySampleSerializer
+    filterset_class = QualitySampleFilterSet
+    permission_classes = [IsAuthenticated]
+
+    def list(self, request: Request, *args, **kwargs) -> Response:
+        wanted = VDagController.objects.none()
+        if request.query_params.get("controller"):
+            wanted = VDagController.objects.filter(pk=request.query_params["controller"])
+        elif request.query_params.get("vdag_uri"):
+            wanted = VDagController.objects.filter(vdag_id=request.query_params["vdag_uri"])
+        for controller in wanted[:20]:
+            try:
+                telemetry.collect_quality(controller)
+            except redis.RedisError:  # stale data is better than none; the beat catches up
+                log.warning("event=quality_collect_failed controller=%s", controller.pk)
+        return super().list(request, *args, **kwargs)

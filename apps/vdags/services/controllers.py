@@ -15,12 +15,13 @@ import logging
 import time
 from typing import Any
 
+import redis
 from django.db import transaction
 
 from apps.clusters.choices import ClusterStatus, WorkloadKind
 from apps.clusters.controller import ClusterController, cluster_metrics_snapshot
 from apps.clusters.drivers import WorkloadSpec
-from apps.clusters.models import Cluster, Workload
+from apps.clusters.models import Cluster, Node, Workload
 from apps.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from apps.core.uris import URIError, validate_slug_id
 from apps.vdags import conf
@@ -32,6 +33,7 @@ from apps.vdags.choices import (
     VDagStatus,
 )
 from apps.vdags.models import VDag, VDagController
+from apps.vdags.services import telemetry
 from apps.vdags.services import workloads as serving
 from apps.vdags.services.vdags import get_vdag, recompile
 
@@ -46,8 +48,8 @@ CONFIG_KEYS = (
     "policies",
     "request_timeout_s",
     "health_interval_s",
+    "metrics_interval_s",
     "quality_sample_rate",
-    "quota_ttl_s",
     "node_id",
 )
 
@@ -107,7 +109,7 @@ def clean_config(config: Any, vdag: VDag) -> dict[str, Any]:
             f"config.replicas must be an integer from 1 to {MAX_REPLICAS}",
             details=[{"field": "config.replicas", "value": replicas}],
         )
-    for key in ("request_timeout_s", "health_interval_s", "quota_ttl_s"):
+    for key in ("request_timeout_s", "health_interval_s", "metrics_interval_s"):
         value = config.get(key)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
@@ -170,39 +172,81 @@ def controller_policies(value: Any) -> dict[str, Any]:
 
 
 # -- the workload ------------------------------------------------------------------------------
-def process_config(controller: VDagController, vdag: VDag) -> dict[str, Any]:
-    """What the controller process is started with (``AIOS_VDAG_CONTROLLER_CONFIG``)."""
+DEFAULT_QUALITY_POLICY = "aios.quality_sampler:1.0-stable"
+DEFAULT_PORTS = {"grpc": 50061, "http": 18061}
+# Spec policy names -> the controller process's config keys.
+POLICY_KEYS = {
+    "quotaChecker": "quota_policy",
+    "qualityChecker": "quality_policy",
+    "healthChecker": "health_policy",
+}
+
+
+def process_config(
+    controller: VDagController,
+    vdag: VDag,
+    *,
+    grpc_port: int,
+    http_port: int,
+    host: str,
+) -> dict[str, Any]:
+    """The controller process's config (``block_sdk.vdag_controller.config``), passed as
+    ``AIOS_VDAG_CONTROLLER_CONFIG``. Policies left out run the data plane's defaults (the
+    built-in quota and quality policies)."""
+    from django.conf import settings
+
     config = dict(controller.config or {})
-    spec_controller = vdag.controller or {}
-    doc = {
-        "vdag_controller_id": controller.vdag_controller_id,
+    mode = config.get("policy_execution_mode", PolicyExecutionMode.LOCAL)
+    doc: dict[str, Any] = {
         "vdag_uri": vdag.vdag_uri,
+        "controller_id": controller.vdag_controller_id,
         "cluster_id": controller.cluster_id,
         "graph": vdag.compiled_graph,
-        "policies": config.get("policies") or {},
-        "policy_execution_mode": config.get("policy_execution_mode", "local"),
-        "init_parameters": spec_controller.get("initParameters") or {},
-        "init_settings": spec_controller.get("initSettings") or {},
-        "input_sources": spec_controller.get("inputSources") or [],
+        "grpc_host": "0.0.0.0",  # noqa: S104 - clients and other clusters call it
+        "grpc_port": grpc_port,
+        "http_host": "0.0.0.0",  # noqa: S104
+        "http_port": http_port,
+        # Blocks of other clusters deliver results here over InferenceProxy.
+        "advertise_grpc": f"{host}:{grpc_port}",
         "request_timeout_s": config.get("request_timeout_s", conf.REQUEST_TIMEOUT_S),
+        # Local: trusted in-process evaluation; otherwise the process's sandbox pool.
+        "policy_mode": "local" if mode == PolicyExecutionMode.LOCAL else "sandbox",
+        "api_url": settings.AIOS_PUBLIC_URL,
     }
-    for key in ("health_interval_s", "quality_sample_rate", "quota_ttl_s"):
+    for name, key in POLICY_KEYS.items():
+        rule = (config.get("policies") or {}).get(name)
+        if rule:
+            doc[key] = rule
+    if "quality_sample_rate" in config and "quality_policy" not in doc:
+        doc["quality_policy"] = {
+            "policyRuleURI": DEFAULT_QUALITY_POLICY,
+            "parameters": {"sample_rate": config["quality_sample_rate"]},
+        }
+    for key in ("health_interval_s", "metrics_interval_s"):
         if key in config:
             doc[key] = config[key]
     doc.update(conf.controller_overrides())
     return doc
 
 
-def workload_spec(controller: VDagController, vdag: VDag) -> WorkloadSpec:
+def workload_spec(
+    controller: VDagController, vdag: VDag, *, node: Node, index: int
+) -> WorkloadSpec:
+    """One replica: its ports are chosen here (a local node runs every process on one
+    host), so the process is told them and clients know them before it starts."""
+    cluster = controller.cluster
+    grpc_port = serving.service_port(cluster, DEFAULT_PORTS["grpc"])
+    http_port = serving.service_port(cluster, DEFAULT_PORTS["http"])
+    host = serving.advertise_host(cluster, node)
+    doc = process_config(controller, vdag, grpc_port=grpc_port, http_port=http_port, host=host)
     return WorkloadSpec(
         kind=WorkloadKind.VDAG_CONTROLLER,
         entry_point=ENTRY_POINT,
-        args=["--grpc-host", "0.0.0.0", "--http-host", "0.0.0.0"],  # noqa: S104
-        env={CONFIG_ENV: json.dumps(process_config(controller, vdag), separators=(",", ":"))},
-        ports={"grpc": 0, "http": 0},
-        node_id=(controller.config or {}).get("node_id") or None,
-        labels={"vdag_uri": vdag.vdag_uri},
-        id=f"vdagc-{controller.vdag_controller_id}"[:128],
+        env={CONFIG_ENV: json.dumps(doc, separators=(",", ":"))},
+        ports={"grpc": grpc_port, "http": http_port},
+        node_id=node.id,
+        labels={"vdag_uri": vdag.vdag_uri, "replica_index": index},
+        id=f"vdagc-{controller.vdag_controller_id}-{index}"[:128],
         probes={"readiness": {"tcp": {"port": "grpc"}}},
     )
 
@@ -292,9 +336,13 @@ def create_controller(
             search_tags=search_tags or [],
             owner=user if getattr(user, "is_authenticated", False) else None,
         )
-        refs = cluster_controller.driver.create_vdag_controller(
-            vdag_controller_id, workload_spec(controller, vdag), replicas=config["replicas"]
-        )
+        refs = []
+        for index in range(config["replicas"]):
+            node = _placement(cluster_controller, config.get("node_id"))
+            spec = workload_spec(controller, vdag, node=node, index=index)
+            refs += cluster_controller.driver.create_vdag_controller(
+                vdag_controller_id, spec, replicas=1
+            )
         endpoints = [serving.endpoint(w, cluster) for w in workloads_of(vdag_controller_id)]
         controller.endpoints = endpoints
         controller.public_url = endpoints[0]["grpc"] if endpoints else ""
@@ -319,6 +367,18 @@ def create_controller(
         ",".join(r.id for r in refs),
     )
     return controller, task
+
+
+def _placement(cluster_controller: ClusterController, node_id: str | None) -> Node:
+    """The node of the next replica: the pinned one, else the driver's least busy."""
+    if node_id:
+        node = cluster_controller.cluster.nodes.filter(pk=node_id).first()
+        if node is None:
+            raise NotFound(f"node {node_id!r} is not in cluster {cluster_controller.cluster.id!r}")
+        return node
+    return cluster_controller.driver.pick_node(
+        WorkloadSpec(kind=WorkloadKind.VDAG_CONTROLLER, entry_point=ENTRY_POINT)
+    )
 
 
 def _planned_node(cluster_controller: ClusterController) -> str | None:
@@ -441,6 +501,10 @@ def remove_controller(controller: VDagController, *, user=None, wait: bool = Fal
         user=user,
     )
     VDagController.objects.filter(pk=controller.pk).update(status=ControllerStatus.REMOVING)
+    try:  # keep what it recorded for audit before its stream goes
+        telemetry.collect_quality(controller)
+    except redis.RedisError as exc:
+        log.warning("event=quality_collect_failed controller=%s error=%r", controller.pk, exc)
     removed = cluster_controller.driver.remove_vdag_controller(controller.pk, wait=False)
     controller_id = controller.pk
     controller.delete()
@@ -448,6 +512,10 @@ def remove_controller(controller: VDagController, *, user=None, wait: bool = Fal
         cluster_controller.driver.wait_gone(
             [w.id for w in workloads], timeout_s=conf.CONTROLLER_REMOVAL_WAIT_S
         )
+    try:
+        telemetry.forget_controller(controller_id)
+    except redis.RedisError as exc:  # bounded keys; they only cost memory
+        log.warning("event=controller_keys_left controller=%s error=%r", controller_id, exc)
     log.info("event=vdag_controller_removed controller=%s workloads=%d", controller_id, removed)
     return {"vdag_controller_id": controller_id, "removed": True, "workloads": removed}
 

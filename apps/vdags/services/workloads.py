@@ -20,6 +20,16 @@ def advertise_host(cluster: Cluster, node: Node | None) -> str:
     return blocks_advertise_host(cluster, node)
 
 
+def service_port(cluster: Cluster, default: int) -> int:
+    """A port for a serving process: a free one of this machine on the local driver (all
+    its processes share one host), the conventional one elsewhere (a pod has its own IP)."""
+    if cluster.driver != "local":
+        return default
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def endpoint(workload: Workload, cluster: Cluster) -> dict[str, Any]:
     """``{workload_id, node_id, grpc: host:port, http: http://host:port}`` of a workload
     with ``grpc``/``http`` ports."""
