@@ -148,9 +148,9 @@ class Block:
 
 def _floor_worker(url: str, key: str) -> None:
     """Floor: the bare instance side (BLMOVE, LPUSH reply, LREM), no SDK."""
-    r = redis.Redis.from_url(url)
+    r = redis.Redis.from_url(url, socket_timeout=30)  # above every blocking timeout used
     while True:
-        item = r.blmove(f"{key}:q", f"{key}:p", 5, "RIGHT", "LEFT")
+        item = r.blmove(f"{key}:q", f"{key}:p", 1, "RIGHT", "LEFT")
         if item is None:
             continue
         pipe = r.pipeline(transaction=False)
@@ -171,7 +171,7 @@ def _floor_server(url: str, key: str, port: int) -> None:
         counter = iter(range(1, 1 << 62))
 
         async def reader() -> None:
-            rr = aioredis.Redis.from_url(url)
+            rr = aioredis.Redis.from_url(url, socket_timeout=30)
             while True:
                 got = await rr.blpop([f"{key}:r"], timeout=1)
                 fut = waiting.pop(got[1], None) if got else None
@@ -276,7 +276,7 @@ def bench_throughput(block: Block, seconds: float, concurrency: int) -> tuple[fl
 
 
 def _hop_echo(url: str, a: str, b: str) -> None:
-    r = redis.Redis.from_url(url)
+    r = redis.Redis.from_url(url, socket_timeout=30)
     while True:
         item = r.brpop([a], timeout=5)
         if item is None:
@@ -288,7 +288,7 @@ def bench_redis_hop(url: str, n: int) -> list[float]:
     a, b = f"bench:hop:{uuid.uuid4().hex}", f"bench:hop:{uuid.uuid4().hex}"
     p = mp.get_context("spawn").Process(target=_hop_echo, args=(url, a, b), daemon=True)
     p.start()
-    r = redis.Redis.from_url(url)
+    r = redis.Redis.from_url(url, socket_timeout=30)
     out = []
     for i in range(n + 200):
         t = time.perf_counter()

@@ -128,7 +128,7 @@ def test_inference_proxy_queues_and_routes_to_the_final_target(shared, redis_cli
         proxy_pb.InferenceMessage(rpc_data=packet.SerializeToString()), timeout=5
     )
     assert resp.message is True
-    got = redis_client.blpop([final_key], timeout=10)
+    got = redis_client.blpop([final_key], timeout=4)  # < the client socket timeout
     assert got is not None, "result never reached the final target"
     out = pb.AIOSPacket.FromString(got[1])
     assert json.loads(out.data)["input"] == {"via": "proxy"}
@@ -348,7 +348,7 @@ def test_fire_and_forward_hop_to_the_next_block_then_final(
             proxy_pb.InferenceMessage(rpc_data=packet.SerializeToString()), timeout=5
         )
         assert resp.message is True
-        got = redis_client.blpop([final_key], timeout=10)
+        got = redis_client.blpop([final_key], timeout=4)  # < the client socket timeout
         assert got is not None, "the result never reached the final target"
         assert json.loads(pb.AIOSPacket.FromString(got[1]).data) == {
             "x": 1,
