@@ -117,13 +117,24 @@ def test_duplicate_cluster_or_node_is_409_and_writes_need_auth(api, anon_client)
 
 
 @pytest.mark.django_db
-def test_kubernetes_driver_is_refused_clearly_for_now(api):
-    response = api.post(
-        "/api/v1/clusters/", cluster_spec(uid("c"), config={"driver": "kubernetes"}), format="json"
+def test_unknown_driver_is_400_and_kubeconfig_sent_on_create_is_encrypted(api):
+    unknown = api.post(
+        "/api/v1/clusters/", cluster_spec(uid("c"), config={"driver": "nomad"}), format="json"
     )
-    assert response.status_code == 501
-    assert error(response)["code"] == "driver_unavailable"
-    assert "kubernetes driver is not available" in error(response)["message"]
+    assert unknown.status_code == 400 and "config.driver" in error(unknown)["message"]
+    cid = uid("c")
+    created = api.post(
+        "/api/v1/clusters/",
+        cluster_spec(cid, config={"driver": "kubernetes"}, kube_config_data="token: zz-top-secret"),
+        format="json",
+    )
+    assert created.status_code == 202, created.json()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT kubeconfig_encrypted FROM clusters_cluster WHERE id = %s", [cid])
+        assert "zz-top-secret" not in cursor.fetchone()[0]
+    doc = api.get(f"/api/v1/clusters/{cid}/")
+    assert doc.json()["driver"] == "kubernetes" and doc.json()["hasKubeconfig"] is True
+    assert "zz-top-secret" not in doc.content.decode()
 
 
 @pytest.mark.django_db

@@ -96,10 +96,10 @@ def test_parser_errors_keep_the_error_shape(api, anon_client):
         format="json",
     )
     assert bad.status_code == 404 and bad.json()["error"]["code"] == "not_found"
-    kube = cluster_values(uid("c"))
-    kube["config"]["driver"] = "kubernetes"
-    refused = api.post("/api/createCluster", envelope(kube), format="json")
-    assert refused.status_code == 501 and "kubernetes" in refused.json()["error"]["message"]
+    other = cluster_values(uid("c"))
+    other["config"]["driver"] = "nomad"
+    refused = api.post("/api/createCluster", envelope(other), format="json")
+    assert refused.status_code == 400 and "validation_error" in refused.json()["error"]["code"]
 
 
 @pytest.mark.django_db
