@@ -117,7 +117,9 @@ class Executor:
     # -- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
         cfg = self.config
-        self.redis = connect(cfg.redis_url, max_connections=512)
+        self.redis = connect(
+            cfg.redis_url, max_connections=512, socket_timeout=cfg.reply_block_s + 10
+        )
         self.queues = RequestQueues(self.redis, self.keys)
         self.batcher = EnqueueBatcher(self.queues, cfg.max_queue_length)
         self.demux = ReplyDemux(

@@ -151,7 +151,11 @@ class Block:
         )
         self._init_metrics()
 
-        self.redis = connect(cfg.redis_url, max_connections=cfg.concurrency + 8)
+        self.redis = connect(
+            cfg.redis_url,
+            max_connections=cfg.concurrency + 8,
+            socket_timeout=cfg.take_timeout_s + 10,  # above the blocking take
+        )
         self.queues = RequestQueues(self.redis, self.keys)
         self.router = Router(
             cfg.block_id,
