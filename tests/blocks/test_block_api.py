@@ -446,3 +446,50 @@ def test_admin_pages_render_and_actions_report_errors(client, django_user_model,
     )
     assert response.status_code == 200
     assert b"only a running block can be scaled" in response.content
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ECHO_SPEC.parents[1] / "specs").glob("*.json")), ids=lambda p: p.name
+)
+def test_example_specs_pass_the_parser(path):
+    from apps.parser.services import prepare
+
+    action = "executeMgmtCommand" if ".mgmt." in path.name else "createBlock"
+    request = prepare(action, json.loads(path.read_text()))
+    assert request.values
+
+
+def test_rest_create_is_create_block(api, echo):
+    response = api.post(
+        "/api/v1/blocks/",
+        {"blockComponentURI": echo.component_uri, "minInstances": 1, "maxInstances": 2},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    block = Block.objects.get(pk=response.json()["block_id"])
+    assert block.status == "pending" and block.owner is not None
+    assert block.parameters == {"delay_s": 0.0, "tag": None}  # the component's defaults
+    assert block.component_data["componentURI"] == echo.component_uri
+    invalid = api.post("/api/v1/blocks/", {"blockComponentURI": echo.component_uri}, format="json")
+    assert invalid.status_code == 400
+    assert invalid.json()["error"]["code"] == "spec_validation_error"
+
+
+def test_management_command_lists_shows_and_refuses_what_the_api_refuses(user):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    block = make_block(user, status="pending")
+    out = StringIO()
+    call_command("aios_blocks", "list", stdout=out)
+    assert [b["id"] for b in json.loads(out.getvalue())] == [block.id]
+    out = StringIO()
+    call_command("aios_blocks", "show", block.id, stdout=out)
+    assert json.loads(out.getvalue())["status"] == "pending"
+    with pytest.raises(CommandError, match="block_not_running"):
+        call_command("aios_blocks", "scale", block.id, "--delta", "1")
+    with pytest.raises(CommandError, match="not_found"):
+        call_command("aios_blocks", "show", "ghost-1")
+    with pytest.raises(CommandError, match="not JSON"):
+        call_command("aios_blocks", "params", block.id, "{oops")
