@@ -59,9 +59,8 @@ KNOWN_KEYS = frozenset(
     }
 )
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
-_SELECTOR_RE = re.compile(
-    r"^[A-Za-z0-9._/-]+(=[A-Za-z0-9._-]*)?(,[A-Za-z0-9._/-]+(=[A-Za-z0-9._-]*)?)*$"
-)
+# Equality selectors only ("key=value,key2=value2"): results are checked again locally.
+_SELECTOR_RE = re.compile(r"^[A-Za-z0-9._/-]+=[A-Za-z0-9._-]*(,[A-Za-z0-9._/-]+=[A-Za-z0-9._-]*)*$")
 
 
 @functools.lru_cache(maxsize=1)

@@ -1077,24 +1077,6 @@ def cluster_manifests(cfg: K8sConfig, node_ids: dict[str, str] | None = None) ->
         ),
         _obj(
             cfg,
-            "v1",
-            "ServiceAccount",
-            NODE_METRICS_SERVICE_ACCOUNT,
-            sys_ns,
-            "node-metrics",
-            {"automountServiceAccountToken": False},
-        ),
-        _obj(
-            cfg,
-            "v1",
-            "ServiceAccount",
-            REDIS_SERVICE_ACCOUNT,
-            sys_ns,
-            "redis",
-            {"automountServiceAccountToken": False},
-        ),
-        _obj(
-            cfg,
             "rbac.authorization.k8s.io/v1",
             "Role",
             CONTROLLER_SERVICE_ACCOUNT,
@@ -1174,8 +1156,30 @@ def cluster_manifests(cfg: K8sConfig, node_ids: dict[str, str] | None = None) ->
         ),
     ]
     if cfg.node_metrics:
+        docs.append(
+            _obj(
+                cfg,
+                "v1",
+                "ServiceAccount",
+                NODE_METRICS_SERVICE_ACCOUNT,
+                sys_ns,
+                "node-metrics",
+                {"automountServiceAccountToken": False},
+            )
+        )
         docs.extend(_node_metrics_objects(cfg, node_ids or {}))
     if cfg.in_cluster_redis:
+        docs.append(
+            _obj(
+                cfg,
+                "v1",
+                "ServiceAccount",
+                REDIS_SERVICE_ACCOUNT,
+                sys_ns,
+                "redis",
+                {"automountServiceAccountToken": False},
+            )
+        )
         docs.extend(_redis_objects(cfg))
 
     gateway = _gateway_peers(cfg)
