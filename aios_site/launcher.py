@@ -27,6 +27,7 @@ log = logging.getLogger("aios.launcher")
 BASE_DIR = Path(__file__).resolve().parent.parent
 GRACE_S = 10.0
 READY_TIMEOUT_S = 120.0
+DEFAULT_EXTRA_PROCESSES = "node=aios_node --cluster local --node local-node-1 --create"
 
 
 @dataclass
@@ -138,7 +139,10 @@ class Launcher:
                     ],
                 )
             )
-        for extra in self.env.get("AIOS_EXTRA_PROCESSES", "").split(";"):
+        # The local cluster's node agent runs by default; AIOS_EXTRA_PROCESSES replaces it
+        # ("name=manage.py command args; ..."), an empty value runs none.
+        extras = self.env.get("AIOS_EXTRA_PROCESSES", DEFAULT_EXTRA_PROCESSES)
+        for extra in extras.split(";"):
             if extra.strip():
                 name, _, command = extra.partition("=")
                 self.children.append(Child(name.strip(), [py, "manage.py", *command.split()]))

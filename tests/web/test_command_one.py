@@ -51,7 +51,7 @@ def test_make_up_serves_then_stops_every_child_on_sigint(child_env, tmp_path):
         children = psutil.Process(proc.pid).children(recursive=True)
         seen = {child.pid for child in children}
         names = " ".join(" ".join(child.cmdline()) for child in children)
-        for expected in ("daphne", "worker", "beat", "flower"):
+        for expected in ("daphne", "worker", "beat", "flower", "aios_node"):
             assert expected in names, names
         assert "API token for admin (shown once)" in (tmp_path / "up.log").read_text()
 
