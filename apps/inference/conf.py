@@ -18,7 +18,7 @@ SERVER_START_TIMEOUT_S = _float("AIOS_INFERENCE_SERVER_START_TIMEOUT_S", 90.0)
 SERVER_START_MAX_RESTARTS = int(_float("AIOS_INFERENCE_SERVER_START_MAX_RESTARTS", 3))
 SERVER_REMOVAL_WAIT_S = _float("AIOS_INFERENCE_SERVER_REMOVAL_WAIT_S", 30.0)
 # The Redis hash block_id -> executor address that adhoc servers resolve blocks with.
-EXECUTOR_MAP_KEY = os.environ.get("AIOS_EXECUTOR_MAP_KEY", "aios:inference:executors")
+EXECUTOR_MAP_KEY = os.environ.get("AIOS_EXECUTOR_MAP_KEY", "aios:block-executors")
 # Refreshed by every write; only a map nobody maintains any more expires.
 EXECUTOR_MAP_TTL_S = int(_float("AIOS_EXECUTOR_MAP_TTL_S", 24 * 3600))
 # A DSN for the servers' request logging (ideally a role allowed to INSERT into

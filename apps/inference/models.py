@@ -67,13 +67,14 @@ class InferenceServerDeployment(OwnedModel):
 
 
 class RequestLog(models.Model):
-    """One logged request. Written by the data plane (raw SQL, batched); never by Django."""
+    """One logged request (reference §1.15 ``block_inference``). Written by the data plane
+    with ``COPY`` in batches (``block_sdk.inference_server.request_log``), never by Django;
+    the column set and defaults are that contract."""
 
-    id = models.BigAutoField(primary_key=True)
-    request_id = models.CharField(max_length=128, db_index=True)
-    session_id = models.CharField(max_length=255, db_index=True)
-    # Database defaults: the data plane's INSERTs may leave optional columns out.
-    block_id = models.CharField(max_length=255, db_index=True, blank=True, db_default="")
+    request_id = models.UUIDField(primary_key=True)
+    # Database defaults: the data plane's writes may leave optional columns out.
+    session_id = models.CharField(max_length=255, blank=True, db_default="")
+    block_id = models.CharField(max_length=255, blank=True, db_default="")
     seq_no = models.BigIntegerField(db_default=0)
     ts = models.DateTimeField(db_index=True, db_default=Now())
     data = models.TextField(blank=True, db_default="")
@@ -82,9 +83,11 @@ class RequestLog(models.Model):
 
     class Meta:
         db_table = "inference_request_log"
-        ordering = ["ts", "id"]
+        ordering = ["ts", "request_id"]
         indexes = [
-            models.Index(fields=["session_id", "block_id", "ts"], name="inference_log_sess_blk"),
+            models.Index(fields=["session_id", "ts"], name="inference_log_session_ts"),
+            models.Index(fields=["block_id", "ts"], name="inference_log_block_ts"),
+            models.Index(fields=["session_id", "block_id", "ts"], name="inference_log_sess_blk_ts"),
         ]
 
     def __str__(self) -> str:

@@ -44,13 +44,16 @@ MAX_REPLICAS = 16
 CONFIG_KEYS = (
     "replicas",
     "policies",
+    "policy_execution_mode",
     "request_logging",
-    "log_batch_size",
-    "log_flush_s",
+    "log_batch_rows",
+    "log_flush_ms",
     "request_timeout_s",
-    "session_cache_size",
+    "session_cache_ttl_s",
     "node_id",
 )
+DEFAULT_PORTS = {"grpc": 31500, "http": 31501}
+SEARCH_PATH = "/api/v1/inference/search/"
 
 
 # -- lookups -----------------------------------------------------------------------------------
@@ -113,6 +116,13 @@ def sync_executor_map() -> int:
     return len(entries)
 
 
+def _sync_quietly() -> None:
+    try:
+        sync_executor_map()
+    except redis.RedisError as exc:  # the beat task heals it
+        log.warning("event=executor_map_sync_failed error=%r", exc)
+
+
 def set_executor_entry(block: Any) -> None:
     address = executor_entry(block)
     if not address.get("grpc"):
@@ -169,13 +179,13 @@ def clean_config(config: Any) -> dict[str, Any]:
             f"config.replicas must be an integer from 1 to {MAX_REPLICAS}",
             details=[{"field": "config.replicas", "value": replicas}],
         )
-    for key in ("log_batch_size", "session_cache_size"):
+    for key in ("log_batch_rows", "log_flush_ms"):
         value = config.get(key)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise ValidationFailed(f"config.{key} must be an integer >= 1")
-    for key in ("log_flush_s", "request_timeout_s"):
+    for key in ("request_timeout_s", "session_cache_ttl_s"):
         value = config.get(key)
         if value is not None and (
             isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
@@ -192,59 +202,79 @@ def clean_config(config: Any) -> dict[str, Any]:
             "an inference server runs a quotaChecker policy only",
             details=[{"field": f"config.policies.{k}"} for k in unknown_policies],
         )
-    return {**config, "replicas": replicas, "policies": policies}
+    mode = config.get("policy_execution_mode", "local")
+    if mode not in ("local", "sandbox", "remote"):
+        raise ValidationFailed("config.policy_execution_mode must be local, sandbox or remote")
+    return {**config, "replicas": replicas, "policies": policies, "policy_execution_mode": mode}
 
 
 def request_log_dsn() -> str:
-    """The DSN the server writes request logs with: ``AIOS_REQUEST_LOG_DATABASE_URL`` (a
-    role that may only INSERT into ``inference_request_log``), else the control plane's."""
-    explicit = conf.REQUEST_LOG_DATABASE_URL
-    if explicit:
-        return explicit
+    """The DSN servers write request logs with, or "" (no logging).
+
+    ``AIOS_REQUEST_LOG_DATABASE_URL`` when set (ideally a role allowed only to INSERT into
+    ``inference_request_log``). Otherwise the control plane's database, but only when reaching
+    it needs no password: a workload's environment is readable through the workloads API,
+    so a password never goes there implicitly.
+    """
+    if conf.REQUEST_LOG_DATABASE_URL:
+        return conf.REQUEST_LOG_DATABASE_URL
     db = settings.DATABASES["default"]
-    auth = db.get("USER") or ""
     if db.get("PASSWORD"):
-        auth = f"{auth}:{db['PASSWORD']}"
+        return ""
     host = db.get("HOST") or "127.0.0.1"
     port = db.get("PORT") or 5432
-    return (
-        f"postgresql://{auth}@{host}:{port}/{db['NAME']}"
-        if auth
-        else (f"postgresql://{host}:{port}/{db['NAME']}")
-    )
+    user = f"{db['USER']}@" if db.get("USER") else ""
+    return f"postgresql://{user}{host}:{port}/{db['NAME']}"
 
 
-def process_config(deployment: InferenceServerDeployment) -> dict[str, Any]:
+def process_config(
+    deployment: InferenceServerDeployment, *, grpc_port: int, http_port: int, host: str
+) -> dict[str, Any]:
+    """The server process's config (``block_sdk.inference_server.config``)."""
     config = dict(deployment.config or {})
-    doc = {
-        "server_id": str(deployment.server_id) if deployment.server_id else "",
-        "deployment_id": deployment.deployment_id,
+    doc: dict[str, Any] = {
+        "server_id": deployment.deployment_id,
         "cluster_id": deployment.cluster_id,
-        "policies": config.get("policies") or {},
-        "request_logging": config.get("request_logging", True),
-        "executor_map_key": conf.EXECUTOR_MAP_KEY,
+        "grpc_host": "0.0.0.0",  # noqa: S104 - a public gateway
+        "grpc_port": grpc_port,
+        "http_host": "0.0.0.0",  # noqa: S104
+        "http_port": http_port,
+        # Blocks of other clusters deliver results here over InferenceProxy.
+        "advertise_grpc": f"{host}:{grpc_port}",
+        "executors_key": conf.EXECUTOR_MAP_KEY,
+        "api_url": settings.AIOS_PUBLIC_URL,
+        # Searches by query_parameters go to the control plane's read-only block search.
+        "search_path": SEARCH_PATH,
+        "policy_mode": "local" if config["policy_execution_mode"] == "local" else "sandbox",
     }
-    for key in ("log_batch_size", "log_flush_s", "request_timeout_s", "session_cache_size"):
+    quota = (config.get("policies") or {}).get("quotaChecker")
+    if quota:
+        doc["quota_policy"] = quota
+    for key in ("request_timeout_s", "session_cache_ttl_s", "log_batch_rows", "log_flush_ms"):
         if key in config:
             doc[key] = config[key]
     doc.update(conf.server_overrides())
     return doc
 
 
-def workload_spec(deployment: InferenceServerDeployment) -> WorkloadSpec:
-    env = {CONFIG_ENV: json.dumps(process_config(deployment), separators=(",", ":"))}
-    if (deployment.config or {}).get("request_logging", True):
-        # Request logging writes to PostgreSQL: the only control-plane secret the server gets.
-        env["AIOS_REQUEST_LOG_DSN"] = request_log_dsn()
+def workload_spec(deployment: InferenceServerDeployment, *, node, index: int) -> WorkloadSpec:
+    cluster = deployment.cluster
+    grpc_port = serving.service_port(cluster, DEFAULT_PORTS["grpc"])
+    http_port = serving.service_port(cluster, DEFAULT_PORTS["http"])
+    host = serving.advertise_host(cluster, node)
+    doc = process_config(deployment, grpc_port=grpc_port, http_port=http_port, host=host)
+    env = {CONFIG_ENV: json.dumps(doc, separators=(",", ":"))}
+    dsn = request_log_dsn() if (deployment.config or {}).get("request_logging", True) else ""
+    if dsn:
+        env["AIOS_REQUEST_LOG_DSN"] = dsn
     return WorkloadSpec(
         kind=WorkloadKind.SERVICE,
         entry_point=ENTRY_POINT,
-        args=["--grpc-host", "0.0.0.0", "--http-host", "0.0.0.0"],  # noqa: S104
         env=env,
-        ports={"grpc": 0, "http": 0},
-        node_id=(deployment.config or {}).get("node_id") or None,
-        labels={"role": "inference_server"},
-        id=f"infsrv-{deployment.deployment_id}"[:128],
+        ports={"grpc": grpc_port, "http": http_port},
+        node_id=node.id,
+        labels={"role": "inference_server", LABEL: deployment.deployment_id, "replica": index},
+        id=f"infsrv-{deployment.deployment_id}-{index}"[:128],
     )
 
 
@@ -316,20 +346,17 @@ def create_deployment(
         )
         deployment.server = server
         deployment.save(update_fields=["server"])
-        spec = workload_spec(deployment)
-        spec.labels = {**spec.labels, LABEL: deployment_id}
-        replicas = config["replicas"]
-        for index in range(replicas):
-            replica = WorkloadSpec(**spec.as_dict())
-            replica.labels = {**spec.labels, "replica": index}
-            replica.id = f"{spec.id}-{index}" if replicas > 1 else spec.id
-            driver.create_workload(replica)
+        for index in range(config["replicas"]):
+            node = _placement(driver, cluster, config.get("node_id"))
+            driver.create_workload(workload_spec(deployment, node=node, index=index))
         endpoints = [serving.endpoint(w, cluster) for w in workloads_of(deployment_id)]
         deployment.endpoints = endpoints
         deployment.public_url = endpoints[0]["grpc"] if endpoints else ""
         deployment.management_url = endpoints[0]["http"] if endpoints else ""
         server.public_url = deployment.public_url
         server.save(update_fields=["public_url"])
+        # The map the server resolves block ids with, fresh before it starts.
+        transaction.on_commit(_sync_quietly)
         task = submit(
             TASK_INFERENCE_SERVER_CREATION,
             tasks.inference_server_creation,
@@ -347,6 +374,15 @@ def create_deployment(
         server.pk,
     )
     return deployment, task
+
+
+def _placement(driver, cluster: Cluster, node_id: str | None):
+    if node_id:
+        node = cluster.nodes.filter(pk=node_id).first()
+        if node is None:
+            raise NotFound(f"node {node_id!r} is not in cluster {cluster.id!r}")
+        return node
+    return driver.pick_node(WorkloadSpec(kind=WorkloadKind.SERVICE, entry_point=ENTRY_POINT))
 
 
 def observe(deployment: InferenceServerDeployment) -> InferenceServerDeployment:
@@ -436,17 +472,33 @@ def remove_deployment(
     return {"deployment_id": deployment_id, "removed": True, "workloads": len(ids)}
 
 
+# -- search for servers ------------------------------------------------------------------------
+def search_for_server(body: Any) -> dict[str, Any]:
+    """A search/filter run for an adhoc server's ``query_parameters`` (validated as the
+    parser's ``search``/``filter`` values; the AIOS envelope is accepted too)."""
+    from apps.parser import validation
+    from apps.search import engine
+
+    if isinstance(body, dict) and isinstance(body.get("body"), dict):
+        body = body["body"].get("values", body["body"])
+    if not isinstance(body, dict):
+        raise ValidationFailed("the body must be the search values (a JSON object)")
+    ranked = "rankingPolicyRule" in body
+    values = validation.validate_values("search" if ranked else "filter", body)
+    return engine.run_ir(values, ranked=ranked)
+
+
 # -- request logs -------------------------------------------------------------------------------
 def logs_of_session(session_id: str):
-    return RequestLog.objects.filter(session_id=session_id).order_by("ts", "id")
+    return RequestLog.objects.filter(session_id=session_id).order_by("ts", "request_id")
 
 
 def logs_of_request(request_id: str):
-    return RequestLog.objects.filter(request_id=request_id).order_by("ts", "id")
+    return RequestLog.objects.filter(request_id=request_id).order_by("ts", "request_id")
 
 
 def logs_of_block(block_id: str):
-    return RequestLog.objects.filter(block_id=block_id).order_by("ts", "id")
+    return RequestLog.objects.filter(block_id=block_id).order_by("ts", "request_id")
 
 
 def logs_of_session_block(session_id: Any, block_id: Any):
@@ -454,7 +506,8 @@ def logs_of_session_block(session_id: Any, block_id: Any):
         raise ValidationFailed("session_id is required", details=[{"field": "session_id"}])
     if not isinstance(block_id, str) or not block_id:
         raise ValidationFailed("block_id is required", details=[{"field": "block_id"}])
-    return RequestLog.objects.filter(session_id=session_id, block_id=block_id).order_by("ts", "id")
+    queryset = RequestLog.objects.filter(session_id=session_id, block_id=block_id)
+    return queryset.order_by("ts", "request_id")
 
 
 def prune_request_logs(*, older_than_days: float) -> int:

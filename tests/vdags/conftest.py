@@ -52,80 +52,11 @@ def register_policy(media, user):
     return make
 
 
-@pytest.fixture
-def fast_env(monkeypatch) -> dict[str, str]:
-    from tests.vdags.live import FAST_ENV
-
-    for key, value in FAST_ENV.items():
-        monkeypatch.setenv(key, value)
-    return dict(FAST_ENV)
-
-
-@pytest.fixture
-def live_env(child_env, live_server, fast_env, settings) -> dict[str, str]:
-    """Child processes see the test database, Redis, the live server and the fast runtime."""
-    settings.AIOS_PUBLIC_URL = live_server.url
-    return {**child_env, **fast_env, "AIOS_PUBLIC_URL": live_server.url}
-
-
-@pytest.fixture
-def threaded_worker(live_env, tmp_path):
-    """A Celery worker with a few threads (blocks allocate in parallel) on a private queue:
-    workers of other runs sharing this Redis never take its tasks."""
-    import uuid
-
-    from aios_site.celery import app
-    from tests.support.procs import ManagedProcess, python_argv, wait_until
-
-    queue = f"test-{uuid.uuid4().hex[:12]}"
-    log_path = tmp_path / "celery-worker.log"
-    worker = ManagedProcess(
-        python_argv(
-            "-m",
-            "celery",
-            "-A",
-            "aios_site",
-            "worker",
-            "-Q",
-            queue,
-            "-P",
-            "threads",
-            "--concurrency",
-            "4",
-            "-l",
-            "INFO",
-            "-n",
-            f"{queue}@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ),
-        env=live_env,
-        log_path=log_path,
-    )
-    previous = app.conf.task_default_queue
-    app.conf.task_default_queue = queue
-    try:
-        wait_until(
-            lambda: (
-                "ready" in log_path.read_text(errors="replace") or worker.proc.poll() is not None
-            ),
-            60,
-            "celery worker ready",
-        )
-        assert worker.proc.poll() is None, worker.log_text()
-        yield worker
-    finally:
-        app.conf.task_default_queue = previous
-        worker.stop()
-
-
-@pytest.fixture
-def live_network(live_env, threaded_worker, tmp_path, api):
-    from tests.vdags.live import LiveNetwork
-
-    network = LiveNetwork(live_env, tmp_path, api)
-    try:
-        yield network
-    finally:
-        network.close()
+# The live network's fixtures are shared with tests/inference.
+from tests.vdags.fixtures import (  # noqa: E402, F401
+    executor_map_key,
+    fast_env,
+    live_env,
+    live_network,
+    threaded_worker,
+)

@@ -75,8 +75,8 @@ class DeploymentCreateSerializer(serializers.Serializer):
     name = serializers.CharField(required=False, help_text="registry name (default: the id)")
     config = serializers.DictField(
         required=False,
-        help_text="replicas, quota policy (quotaChecker), request_logging, log_batch_size, "
-        "log_flush_s, request_timeout_s, node_id",
+        help_text="replicas, policies {quotaChecker}, policy_execution_mode, request_logging, "
+        "log_batch_rows, log_flush_ms, request_timeout_s, session_cache_ttl_s, node_id",
     )
     metadata = serializers.DictField(
         required=False, help_text="registry metadata: region, provider, quota_management_data…"

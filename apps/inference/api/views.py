@@ -2,7 +2,8 @@
 
 - ``logs/`` (list, filters, ``query/``) and the reference's reads ``logs/session/<id>/``,
   ``logs/request/<id>/``, ``logs/block/<id>/``, ``logs/session_block/?session_id=&block_id=``;
-- ``deployments/``: adhoc inference servers run on a cluster (create 202, status, delete).
+- ``deployments/``: adhoc inference servers run on a cluster (create 202, status, delete);
+- ``search/``: the read-only search adhoc servers resolve ``query_parameters`` with.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
 
 from apps.core.api.mixins import QueryMixin
 from apps.core.errors import ValidationFailed
@@ -40,7 +43,7 @@ class RequestLogViewSet(QueryMixin, mixins.ListModelMixin, viewsets.GenericViewS
     """Requests logged by adhoc inference servers (oldest first). Reading needs an
     authenticated user: logs hold other users' request data."""
 
-    queryset = RequestLog.objects.order_by("ts", "id")
+    queryset = RequestLog.objects.order_by("ts", "request_id")
     serializer_class = RequestLogSerializer
     filterset_class = RequestLogFilterSet
     permission_classes = [IsAuthenticated]
@@ -136,3 +139,27 @@ class DeploymentViewSet(
         wait = str(request.query_params.get("wait", "")).lower() in {"1", "true", "yes"}
         result = services.remove_deployment(self.get_object(), user=_user(request), wait=wait)
         return Response(result, status=status.HTTP_200_OK)
+
+
+class SearchThrottle(AnonRateThrottle):
+    # Servers search once per (session, query) and cache the choice; this bounds what an
+    # anonymous caller can make the ranking sandbox do.
+    rate = "600/min"
+
+
+class InferenceSearchView(APIView):
+    """The search adhoc inference servers resolve ``query_parameters`` with: the search
+    engine (filter, then an optional ranking policy) as a read. Anyone may call it, as
+    anyone may list blocks; it needs no credential in the data plane."""
+
+    permission_classes = [AllowAny]
+    throttle_classes = [SearchThrottle]
+
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses={200: OpenApiTypes.OBJECT},
+        description="Body: the search values {matchType, filter, rankingPolicyRule?, limit?} "
+        "(or the AIOS envelope {body: {values}}). Answers {matchType, count, results}.",
+    )
+    def post(self, request: Request) -> Response:
+        return Response(services.search_for_server(request.data))
