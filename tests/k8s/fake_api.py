@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import re
 import threading
 from typing import Any
@@ -26,6 +27,7 @@ from kmock._internal.rendering import Request
 
 from apps.clusters.drivers.k8s.client import RESOURCES, Resource
 
+logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # one line per request
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -60,12 +62,29 @@ def _namespace_object(request: Request) -> Request:
     )
 
 
+def _summary(r: Request) -> dict[str, Any]:
+    return {
+        "method": str(r.method.value if hasattr(r.method, "value") else r.method),
+        "path": r.url.path,
+        "query": dict(r.params),
+        "content_type": r.headers.get("Content-Type", ""),
+        "authorization": r.headers.get("Authorization", ""),
+        "data": copy.deepcopy(r.data),
+    }
+
+
 @attrs.define(kw_only=True)
 class ApplyingEmulator(kmock.KubernetesEmulator):
     """kmock's emulator plus create-on-apply (a real API server's server-side apply) and
     Namespace objects by name."""
 
+    journal: list[dict[str, Any]] = attrs.field(factory=list, init=False)
+
     async def _handle(self, request: Request):
+        self.journal.append(_summary(request))
+        # kmock matches each request against its whole history (cost grows with every
+        # request); the tests read our journal instead, so only the current one is kept.
+        del self._requests[:-1]
         routed = _namespace_object(request)
         if routed is not request:
             # Reactions find their requests in the root's log by identity.
@@ -133,10 +152,12 @@ class FakeKubernetes:
             await self._stop.wait()
 
     def stop(self) -> None:
+        """Stop serving (idempotent: a test may stop it to make the API unreachable)."""
+        if self._thread is None or not self._thread.is_alive():
+            return
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join(10)
+        self._thread.join(10)
 
     def call(self, fn, *args: Any) -> Any:
         """Run ``fn(*args)`` on the server's loop (its state is not thread-safe)."""
@@ -225,17 +246,7 @@ class FakeKubernetes:
 
         def collect() -> list[dict[str, Any]]:
             assert self.emulator is not None
-            return [
-                {
-                    "method": str(r.method.value if hasattr(r.method, "value") else r.method),
-                    "path": r.url.path,
-                    "query": dict(r.params),
-                    "content_type": r.headers.get("Content-Type", ""),
-                    "authorization": r.headers.get("Authorization", ""),
-                    "data": copy.deepcopy(r.data),
-                }
-                for r in list(self.emulator)
-            ]
+            return copy.deepcopy(self.emulator.journal)
 
         return self.call(collect)
 
@@ -243,19 +254,12 @@ class FakeKubernetes:
         return [r for r in self.requests()[since:] if r["method"] in WRITE_METHODS]
 
     def collect_garbage(self, namespace: str) -> int:
-        """What the garbage collector would do: remove pods whose workload objects are gone
-        (matched by the AIOS workload label)."""
-        from apps.clusters.drivers.k8s import names
-
-        owners = {
-            (o["metadata"].get("labels") or {}).get(names.WORKLOAD_ID)
-            for kind in ("Deployment", "Job")
-            for o in self.objects(kind, namespace)
-        }
+        """What the garbage collector would do: remove pods whose owner (by
+        ``ownerReferences``) is gone."""
         removed = 0
         for pod in self.objects("Pod", namespace):
-            label = (pod["metadata"].get("labels") or {}).get(names.WORKLOAD_ID)
-            if label not in owners:
+            owners = pod["metadata"].get("ownerReferences") or []
+            if owners and all(self.get(o["kind"], namespace, o["name"]) is None for o in owners):
                 self.remove("Pod", namespace, pod["metadata"]["name"])
                 removed += 1
         return removed
