@@ -206,6 +206,9 @@ class Autoscaler:
         block = self.mapper.block
         if block.get("status") != "running":
             return None
+        if self.last_scale_time is not None and self.mapper.fetched_at <= self.last_scale_time:
+            # Decide on what the last scale produced, not on the count from before it.
+            return None
         metrics = await self.collect()
         lo = int(block.get("minInstances", 0))
         hi = int(block.get("maxInstances", 1))

@@ -127,7 +127,8 @@ class Mapper:
         self.desired = desired
         self.heartbeats = heartbeats
         self.alive = set(heartbeats)
-        self.fetched_at = time.time()
+        # When the read began: a decision taken after a scale waits for a read begun after it.
+        self.fetched_at = started
 
     def mapping(self) -> dict[str, Any]:
         return {

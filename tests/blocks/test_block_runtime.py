@@ -237,3 +237,91 @@ def test_third_party_system_starts_first_and_its_finish_data_reaches_instances(n
     wait_until(lambda: not Block.objects.filter(pk=block_id).exists(), 60, "block removed")
     assert json.loads(marker.read_text()) == {"torn_down": block_id}
     assert not pids_alive([init_pid])
+
+
+FIRST_LB = '''
+class AIOSv1PolicyRule:
+    """Always the first live instance (by id): easy to see in per-instance counts."""
+
+    def __init__(self, rule_id, settings, parameters):
+        self.calls = 0
+
+    def eval(self, parameters, input_data, context):
+        self.calls += 1
+        return {"instance_id": sorted(input_data["instances"])[0]}
+
+    def management(self, action, data):
+        return {"calls": self.calls}
+'''
+
+GREEDY_AUTOSCALER = '''
+class AIOSv1PolicyRule:
+    """AIOS-shaped: asks for five more instances whenever there are fewer than two."""
+
+    def __init__(self, rule_id, settings, parameters):
+        pass
+
+    def eval(self, parameters, input_data, context):
+        if input_data["current_instances"] < 2:
+            return {"skip": False, "operation": "upscale", "instances_count": 5}
+        return {"skip": True}
+'''
+
+
+def _register_policy(tmp_path, name: str, code: str) -> str:
+    from apps.policies.services import register_policy
+    from block_sdk.policy_runtime import package_folder
+
+    folder = tmp_path / name / "code"
+    folder.mkdir(parents=True)
+    (folder / "function.py").write_text(code)
+    rule = register_policy(
+        name=name, version="1.0", release_tag="test", archive=package_folder(folder.parent)
+    )
+    return rule.policy_rule_uri
+
+
+def test_registry_policies_run_in_the_executor_and_the_controller(network, tmp_path):
+    lb_uri = _register_policy(tmp_path, "tests.first-instance", FIRST_LB)
+    scaler_uri = _register_policy(tmp_path, "tests.greedy-scaler", GREEDY_AUTOSCALER)
+    cluster_id, node_id = uid("c"), uid("n")
+    network.agent(cluster_id, node_id)
+    uri = network.create_component()
+    block_id = uid("pol")
+    network.create_block(
+        {
+            "blockComponentURI": uri,
+            "blockId": block_id,
+            "minInstances": 1,
+            "maxInstances": 2,
+            "policyRulesSpec": [
+                {"values": {"name": "loadBalancer", "policyRuleURI": lb_uri}},
+                {"values": {"name": "autoscaler", "policyRuleURI": scaler_uri}},
+            ],
+        }
+    )
+    doc = network.wait_status(block_id, "running")
+    # The autoscaler asked for 1 + 5; the controller clamped to maxInstances.
+    scaled = network.wait_instances(
+        block_id, lambda d: len(d["instances"]) == 2, 30, "two instances"
+    )
+    for _ in range(10):
+        time.sleep(0.3)
+        assert len(network.block(block_id)["instances"]) == 2
+    ids = sorted(i["id"] for i in scaled["instances"])
+
+    def both_alive():
+        rows = network.mgmt(block_id, "executor", "list_instances").json()["result"]["result"]
+        return sum(1 for r in rows["instances"] if r["alive"]) == 2
+
+    wait_until(both_alive, 30, "both instances live in the executor")
+    for n in range(12):
+        network.infer(doc["endpoints"]["grpc"], {"n": n}, session_id=f"s{n}")
+    rows = network.mgmt(block_id, "executor", "list_instances").json()["result"]["result"]
+    completed = {r["instance_id"]: r["completed"] for r in rows["instances"]}
+    assert completed[ids[0]] >= 12 and completed.get(ids[1], 0) == 0
+    calls = network.mgmt(block_id, "executor", "any_policy_action").json()["result"]["result"]
+    assert calls["calls"] >= 12
+    state = network.mgmt(block_id, "autoscaler", "get_state").json()["result"]["result"]
+    assert state["policy"]["policyRuleURI"] == scaler_uri and not state["policy"]["builtin"]
+    assert [h["decision"]["target"] for h in state["history"] if h.get("decision")] == [2]
