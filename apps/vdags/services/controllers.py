@@ -306,6 +306,8 @@ def create_controller(
         "config": config,
         "search_tags": search_tags or [],
     }
+    # The reference's input; the request is also under "request" because the pre-check
+    # envelope reuses the key "input_data" for the whole input.
     checked = cluster_controller.precheck(
         "add_vdag_controller",
         {
@@ -314,15 +316,17 @@ def create_controller(
             "cluster_metrics": cluster_metrics_snapshot(cluster.id),
             "node_id": node_id,
             "input_data": input_data,
+            "request": input_data,
         },
         user=user,
     )
-    # A policy may rewrite the request (input_data) or pin the node (node_id).
-    rewritten = checked.get("input_data") if isinstance(checked.get("input_data"), dict) else {}
-    if isinstance(rewritten.get("config"), dict):
+    # A policy may rewrite the request's config ("request") or pin the node ("node_id").
+    rewritten = checked.get("request") if isinstance(checked.get("request"), dict) else {}
+    if isinstance(rewritten.get("config"), dict) and rewritten["config"] != input_data["config"]:
         config = clean_config(rewritten["config"], vdag)
-    if isinstance(checked.get("node_id"), str) and checked["node_id"]:
-        config["node_id"] = checked["node_id"]
+    pinned = checked.get("node_id")
+    if isinstance(pinned, str) and pinned and pinned != node_id:
+        config["node_id"] = pinned
 
     recompile(vdag)  # executors may have moved since the vDAG was compiled
     with transaction.atomic():
