@@ -2,7 +2,9 @@
 
 Metrics each round (Redis only, no control-plane call): requests waiting + in processing per
 instance (``q:``/``proc:`` list lengths), the executors' snapshots (latency EWMA, requests
-total → throughput, awaited requests), instance heartbeats (processed/errors counters).
+total → throughput, awaited requests), instance heartbeats (processed/errors counters), and
+the CPU use of the instances that run on the controller's own node (``cpu_percent``,
+``cpu_utilization`` 0..1).
 
 Two policy shapes are understood:
 
@@ -24,10 +26,13 @@ import collections
 import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import psutil
 
 from block_sdk.block_controller.client import ControlPlaneClient, ControlPlaneError
 from block_sdk.block_controller.mapper import Mapper
@@ -135,6 +140,7 @@ class Autoscaler:
         self.last_error = ""
         self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=50)
         self._prev_total: tuple[float, int] | None = None
+        self._procs: dict[str, psutil.Process] = {}
 
     # -- metrics ---------------------------------------------------------------------------
     async def collect(self) -> dict[str, Any]:
@@ -170,6 +176,7 @@ class Autoscaler:
             fps = max(0.0, (total - self._prev_total[1]) / (now - self._prev_total[0]))
         self._prev_total = (now, total)
         heartbeats = self.mapper.heartbeats
+        cpu = self._cpu_percent(heartbeats)
         metrics = {
             "current_instances": len(ids),
             "alive_instances": len(self.mapper.alive),
@@ -186,10 +193,36 @@ class Autoscaler:
             "instances_processed": {
                 iid: int(hb.get("processed") or 0) for iid, hb in heartbeats.items()
             },
+            "cpu_percent": cpu,
+            "cpu_utilization": round(sum(cpu.values()) / len(cpu) / 100, 4) if cpu else None,
             "ts": now,
         }
         self.last_metrics = metrics
         return metrics
+
+    def _cpu_percent(self, heartbeats: dict[str, dict[str, Any]]) -> dict[str, float]:
+        """CPU use of the instances that run on this controller's node (their pids are
+        meaningful here only); elsewhere the node metrics tell."""
+        node_id = os.environ.get("AIOS_NODE_ID", "")
+        out: dict[str, float] = {}
+        for iid in [i for i in self._procs if i not in self.mapper.desired]:
+            del self._procs[iid]
+        if not node_id:
+            return out
+        for iid, info in self.mapper.desired.items():
+            pid = (heartbeats.get(iid) or {}).get("pid")
+            if info.get("node_id") != node_id or not isinstance(pid, int):
+                continue
+            try:
+                proc = self._procs.get(iid)
+                if proc is None or proc.pid != pid:
+                    proc = self._procs[iid] = psutil.Process(pid)
+                    proc.cpu_percent(None)  # the first reading only starts the interval
+                    continue
+                out[iid] = round(proc.cpu_percent(None), 2)
+            except psutil.Error:
+                self._procs.pop(iid, None)
+        return out
 
     def _last_scale(self) -> float | None:
         stamps = [self.last_scale_time] if self.last_scale_time else []

@@ -102,5 +102,10 @@ def test_autoscaler_follows_a_burst_within_min_and_max(network):
     operations = [h["decision"]["operation"] for h in state["history"] if h.get("decision")]
     assert "upscale" in operations and "downscale" in operations
     assert all(1 <= h["decision"]["target"] <= 3 for h in state["history"] if h.get("decision"))
+    # CPU of the instances on the controller's node is part of the policy's input.
+    live = set(Instance.objects.filter(block_id=block_id).values_list("instance_id", flat=True))
+    metrics = state["last_metrics"]
+    assert set(metrics["cpu_percent"]) <= live and "cpu_utilization" in metrics
+    assert metrics["current_instances"] == 1 and set(metrics["queue_lengths"]) == live
     # Requests still flow after all this.
     assert network.infer(doc["endpoints"]["grpc"], {"after": True}).data
