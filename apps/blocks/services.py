@@ -214,6 +214,8 @@ def create_block(
     ``block_alloc`` task (202). Returns ``(status, body)``."""
     from apps.allocator.services import allocate
 
+    if isinstance(user, BlockServicePrincipal):
+        raise Forbidden("a block's service token cannot create blocks")
     if not isinstance(values, dict):
         raise ValidationFailed("the block spec values must be a JSON object")
     component = _component(values.get("blockComponentURI"))

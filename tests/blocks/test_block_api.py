@@ -367,6 +367,16 @@ def test_service_token_is_scoped_to_its_block(anon_client, user):
             ).status_code
             == 403
         )
+        created = client.post(
+            "/api/v1/blocks/",
+            {
+                "blockComponentURI": "utility.echo:1.0.0-stable",
+                "minInstances": 1,
+                "maxInstances": 1,
+            },
+            format="json",
+        )
+        assert created.status_code == 403
         # The token is no key to the rest of the API.
         assert client.post("/api/createComponent", {}, format="json").status_code == 401
         client.credentials(HTTP_AUTHORIZATION="Bearer aios-blk-not-a-token")
