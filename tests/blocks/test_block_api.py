@@ -459,7 +459,13 @@ def test_admin_pages_render_and_actions_report_errors(client, django_user_model,
 
 
 @pytest.mark.parametrize(
-    "path", sorted((ECHO_SPEC.parents[1] / "specs").glob("*.json")), ids=lambda p: p.name
+    "path",
+    sorted(
+        p
+        for p in (ECHO_SPEC.parents[1] / "specs").glob("*.json")
+        if p.name.startswith(("echo.", "slow."))  # the blocks' examples (vDAGs have others)
+    ),
+    ids=lambda p: p.name,
 )
 def test_example_specs_pass_the_parser(path):
     from apps.parser.services import prepare
