@@ -211,6 +211,27 @@ class Router:
             log.exception("vDAG prepare failed", extra={"node": route.node})
             raise DataPlaneError("INTERNAL", f"vDAG routing before {route.node}: {exc}") from exc
 
+    def route_sync(self, envelopes: list[Any], result: Any, error: Any, client: Any) -> bool:
+        """Consumer-thread fast path after block code: True when the outcome is fully
+        routed here with the thread's own Redis client (one round trip, no hand-off to the
+        loop); False: nothing was done, route with `route_output`/`route_error` on the loop."""
+        if error is not None:
+            return False
+        if result is None:
+            return True  # the router consumed the packet before block code: nothing to send
+        if not result.output_ptr or self._vdag is None:
+            return False
+        try:
+            route = parse_route(result.output_ptr)
+        except RouteError:
+            return False
+        if route is None:
+            return False
+        try:
+            return self._vdag.route_sync(result, route, client)
+        except (RedisError, OSError):
+            return False  # nothing was sent: the async path tries (and reports) again
+
     async def route_output(self, packet: pb.AIOSPacket | None) -> bool:
         """Forward to successors (a copy each) or deliver to `final`. False: no route."""
         if packet is None or not packet.output_ptr:

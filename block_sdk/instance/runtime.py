@@ -463,7 +463,9 @@ class Block:
                     acks: list[tuple[str, bytes, bytes | None]] = []
                     if work is not None:
                         acks, routes = self._settle(work)
-                        if routes:
+                        if routes and not self.router.route_sync(
+                            routes, work.result, work.error, client
+                        ):
                             # Routing uses the loop's async clients; ack only once it is done.
                             asyncio.run_coroutine_threadsafe(
                                 self._route_all(routes, work), loop

@@ -37,8 +37,16 @@ from block_sdk.packet import (
     PacketFile,
 )
 from block_sdk.protos import aios_packet_pb2 as pb
+from block_sdk.queues import _ENQUEUE_LUA, QUEUE_TTL_MS, BlockKeys, QueueEnvelope
 from block_sdk.vdag.fanin import FanIn
-from block_sdk.vdag.hops import HopTransport, error_of
+from block_sdk.vdag.hops import (
+    DEFAULT_MAX_QUEUE,
+    FINAL_MAXLEN,
+    FINAL_TTL_MS,
+    HopTransport,
+    error_of,
+    norm_url,
+)
 from block_sdk.vdag.policies import NodePolicies, policy_ref
 from block_sdk.vdag.route import VdagRoute
 
@@ -89,6 +97,10 @@ class VdagForwarder:
         self.fanin = FanIn(self._sync)
         self.policies = NodePolicies(block_id, instance_id)
         self._seen: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+        self._local = norm_url(redis_url)
+        self._enqueue_sha: str | None = None
+        self._rr = 0
+        self.sync_routed = 0
 
     # -- before block code (worker thread) ----------------------------------------------
     def prepare(self, packet: Packet, route: VdagRoute, block_muxes: bool) -> Packet | None:
@@ -146,6 +158,109 @@ class VdagForwarder:
         if self.loop is None:
             raise DataPlaneError(INTERNAL, "vDAG forwarder has no event loop")
         asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    # -- after block code, fast path (consumer thread) ----------------------------------
+    def route_sync(self, packet: pb.AIOSPacket, route: VdagRoute, client: Any) -> bool:
+        """Route a result in one pipelined round trip on the consumer thread's own Redis
+        client, when everything it needs is local: no post-processing policy, successors in
+        this Redis with a fresh live-instance list (kept by the async path), or a local
+        `final`. False: nothing was done, take the async path."""
+        graph, label = route.graph, route.node
+        node = graph.nodes[label]
+        if node.post_policy or (route.deadline and time.time() > route.deadline):
+            return False
+        ops: list[tuple[str, str, bytes, int, str]] = []
+        successors = graph.successors(label)
+        if not successors:
+            key = route.final.get("redis_list")
+            url = self.transport.redis_url_for(route.final) if key else None
+            if url is None or norm_url(url) != self._local:
+                return False
+            out = pb.AIOSPacket()
+            out.CopyFrom(packet)
+            out.output_ptr = route.final_ptr(label)
+            ops.append(("final", str(key), out.SerializeToString(), 0, label))
+        now = time.monotonic()
+        for succ in successors:
+            target = graph.nodes[succ]
+            url = self.transport.redis_url_for(target.executor)
+            if url is None or norm_url(url) != self._local:
+                return False
+            entry = self.transport._live.get((self._local, target.block_id or ""))
+            if (
+                entry is None
+                or not entry.live
+                or now - entry.fetched_at > 2 * self.transport.refresh_s
+            ):
+                return False  # the async path refreshes the list
+            self._rr += 1
+            iid = self.transport._order(entry.live, packet.session_id, self._rr)[0]
+            out = pb.AIOSPacket()
+            out.CopyFrom(packet)
+            out.output_ptr = route.ptr(succ, label)
+            env = QueueEnvelope(
+                request_id=f"{route.rid}:{succ}:{label}",
+                packet=out,
+                deadline=route.deadline,
+                block_id=target.block_id or "",
+                enqueued_at=time.time(),
+                frame_ptr=route.frame_ptr.encode(),
+                instance_id=iid,
+            )
+            max_len = int(target.executor.get("max_queue_length") or DEFAULT_MAX_QUEUE)
+            queue_key = BlockKeys(target.block_id or "").queue(iid)
+            ops.append(("enqueue", queue_key, env.SerializeToString(), max_len, succ))
+        if self._enqueue_sha is None and any(op[0] == "enqueue" for op in ops):
+            self._enqueue_sha = client.script_load(_ENQUEUE_LUA)
+        if not self._first_time(route, "ok"):
+            return True  # a repeat (muxed group): already routed
+        pipe = client.pipeline(transaction=False)
+        for kind, key, payload, max_len, _ in ops:
+            if kind == "enqueue":
+                pipe.evalsha(self._enqueue_sha, 1, key, payload, max_len, QUEUE_TTL_MS)
+            else:
+                pipe.lpush(key, payload)
+                pipe.ltrim(key, 0, FINAL_MAXLEN - 1)
+                pipe.pexpire(key, FINAL_TTL_MS)
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except BaseException:
+            self._seen.pop((route.rid, route.node, "ok"), None)  # let the async path route it
+            raise
+        self.sync_routed += 1
+        retry: list[str] = []
+        pos = 0
+        for kind, _, _, _, succ in ops:
+            if kind == "enqueue":
+                res = results[pos]
+                pos += 1
+                if isinstance(res, Exception) or res == -1:
+                    if isinstance(res, Exception):
+                        self._enqueue_sha = None  # e.g. NOSCRIPT after a Redis restart
+                    retry.append(succ)
+            else:
+                if any(isinstance(r, Exception) for r in results[pos : pos + 3]):
+                    retry.append("")
+                pos += 3
+        if retry:
+            # Rare (a full queue, a lost script): the async path tries the other instances
+            # and reports to the caller if it cannot.
+            self._on_loop(self._retry(route, packet, retry))
+        return True
+
+    async def _retry(self, route: VdagRoute, packet: pb.AIOSPacket, targets: list[str]) -> None:
+        try:
+            for succ in targets:
+                if succ:
+                    await self._forward(route, route.node, succ, packet)
+                else:
+                    out = pb.AIOSPacket()
+                    out.CopyFrom(packet)
+                    out.output_ptr = route.final_ptr(route.node)
+                    await self.transport.deliver_final(route.final, out)
+        except DataPlaneError as exc:
+            exc.details.setdefault("node", route.node)
+            await self.fail(route, packet, exc.to_json())
 
     # -- after block code (loop) ---------------------------------------------------------
     def _first_time(self, route: VdagRoute, what: str) -> bool:

@@ -52,7 +52,7 @@ DEFAULT_MAX_QUEUE = 1000
 GRPC_STATUS = {c.name: c for c in grpc.StatusCode}
 
 
-def _norm_url(url: str) -> str:
+def norm_url(url: str) -> str:
     return url.strip().rstrip("/").replace("localhost", "127.0.0.1")
 
 
@@ -100,7 +100,7 @@ class HopTransport:
         self._clients: dict[str, aioredis.Redis] = {}
         self._own: set[str] = set()
         if redis is not None and self.redis_url:
-            self._clients[_norm_url(self.redis_url)] = redis
+            self._clients[norm_url(self.redis_url)] = redis
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._live: dict[tuple[str, str], _LiveSet] = {}
         self.sent_redis = 0
@@ -119,13 +119,13 @@ class HopTransport:
         if target and self.cluster_id:
             return (url or self.redis_url) if target == self.cluster_id else None
         if url:
-            if _norm_url(url) == _norm_url(self.redis_url) or not address.get("grpc"):
+            if norm_url(url) == norm_url(self.redis_url) or not address.get("grpc"):
                 return url
             return None
         return None if address.get("grpc") else self.redis_url
 
     def _client(self, url: str) -> aioredis.Redis:
-        key = _norm_url(url)
+        key = norm_url(url)
         client = self._clients.get(key)
         if client is None:
             client = self._clients[key] = connect(url, max_connections=256)
@@ -167,7 +167,7 @@ class HopTransport:
 
     async def live_instances(self, url: str, block_id: str) -> _LiveSet:
         """The (possibly slightly stale) live set of `block_id` in the Redis at `url`."""
-        key = (_norm_url(url), block_id)
+        key = (norm_url(url), block_id)
         entry = self._live.get(key)
         if entry is None:
             entry = self._live[key] = _LiveSet(
