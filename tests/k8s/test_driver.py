@@ -517,3 +517,14 @@ def test_the_kubeconfig_is_stored_encrypted_and_its_cert_files_do_not_outlive_th
     assert os.listdir(tmpdir) == []  # the CA went to memory
     client.close()
     assert not os.path.exists(tmpdir)
+
+
+def test_a_write_the_api_server_answers_404_is_an_error_not_a_success(fake_k8s) -> None:
+    from apps.clusters.drivers.k8s.client import KubeApiError
+
+    path = "/apis/example.com/v1/namespaces/x/widgets/w"  # unknown to the server: 404
+    with KubeClient.from_kubeconfig(fake_k8s.kubeconfig()) as api:
+        assert api.request("GET", path) is None  # a read: "not there"
+        with pytest.raises(KubeApiError) as caught:
+            api.request("PATCH", path, body={}, missing_ok=False)  # a write: a failure
+    assert caught.value.http_status == 404

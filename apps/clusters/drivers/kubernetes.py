@@ -45,7 +45,7 @@ from apps.clusters.drivers.base import (
 )
 from apps.clusters.drivers.k8s import config as k8s_config
 from apps.clusters.drivers.k8s import manifests, names, observe
-from apps.clusters.drivers.k8s.client import KubeClient, describe
+from apps.clusters.drivers.k8s.client import KubeApiError, KubeClient, describe
 from apps.clusters.models import Cluster, Node, Workload
 from apps.core.errors import ApiError, NotFound, NotImplementedYet, ValidationFailed
 from apps.core.uris import URIError, validate_slug_id
@@ -524,7 +524,13 @@ class KubernetesDriver(ClusterDriver):
         readiness to the row's status. True when the resource totals changed."""
         wanted = {names.NODE_ID: node.id, names.CLUSTER_ID: names.label_value(self.cluster.id)}
         if any(facts.labels.get(k) != v for k, v in wanted.items()):
-            api.merge_patch("Node", None, facts.name, {"metadata": {"labels": wanted}})
+            try:
+                api.merge_patch("Node", None, facts.name, {"metadata": {"labels": wanted}})
+            except KubeApiError as exc:
+                if exc.http_status != 404:
+                    raise
+                return False  # the node left between the listing and now
+
         meta = dict(node.node_metadata or {})
         meta["kubernetes"] = facts.metadata
         storage = {**(node.storage or {}), "size": facts.storage_mb}
@@ -652,12 +658,16 @@ class KubernetesDriver(ClusterDriver):
                 and labels.get(names.CLUSTER_ID) == cluster_label
             ):
                 name = item["metadata"]["name"]
-                api.merge_patch(
-                    "Node",
-                    None,
-                    name,
-                    {"metadata": {"labels": {names.NODE_ID: None, names.CLUSTER_ID: None}}},
-                )
+                try:
+                    api.merge_patch(
+                        "Node",
+                        None,
+                        name,
+                        {"metadata": {"labels": {names.NODE_ID: None, names.CLUSTER_ID: None}}},
+                    )
+                except KubeApiError as exc:
+                    if exc.http_status != 404:  # a node that is gone has no labels left
+                        raise
                 return name
         return None
 

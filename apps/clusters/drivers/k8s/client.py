@@ -196,8 +196,11 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         raw: bool = False,
+        missing_ok: bool = True,
     ) -> Any:
-        """One call; returns parsed JSON (or text with ``raw``); ``None`` on 404."""
+        """One call; returns parsed JSON (or text with ``raw``); ``None`` on 404 when
+        ``missing_ok`` (reads, deletes), else a 404 is an error (a write into a namespace
+        that does not exist must not pass for a success)."""
         headers = {"Accept": "application/json, */*", "Content-Type": content_type}
         serialized = self.api.param_serialize(
             method=method,
@@ -222,7 +225,7 @@ class KubeClient:
                 f"the Kubernetes API server did not answer {method} {path}: {exc}"
             ) from None
         status = response.status
-        if status == 404:
+        if status == 404 and missing_ok:
             return None
         text = data.decode("utf-8", errors="replace") if data else ""
         if not 200 <= status < 300:
@@ -265,6 +268,7 @@ class KubeClient:
             query={"fieldManager": FIELD_MANAGER, "force": "true"},
             body=obj,
             content_type="application/apply-patch+yaml",
+            missing_ok=False,
         )
 
     def merge_patch(
@@ -276,6 +280,7 @@ class KubeClient:
             query={"fieldManager": FIELD_MANAGER},
             body=patch,
             content_type="application/merge-patch+json",
+            missing_ok=False,
         )
 
     def delete(self, kind: str, namespace: str | None, name: str) -> bool:
