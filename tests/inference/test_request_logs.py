@@ -104,8 +104,14 @@ def test_rows_written_as_the_data_plane_writes_them_are_read_back(api):
     assert row["block_id"] == "" and row["seq_no"] == 0 and row["data"] == ""
 
 
-def test_old_logs_are_pruned(logs):
-    assert services.prune_request_logs(older_than_days=1) == 3
+def test_old_logs_are_pruned_by_the_command(logs):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("aios_prune_request_logs", "--days", "1", stdout=out)
+    assert "deleted 3 request log row(s)" in out.getvalue()
     assert not RequestLog.objects.exists()
 
 

@@ -18,7 +18,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,24 @@ SAMPLES = [
 
 class DemoError(CommandError):
     pass
+
+
+def in_parallel(fn, items: list[Any]) -> None:
+    """``fn(item)`` for every item in threads (blocks start concurrently); the first error
+    is raised once all are done. Each thread closes its database connection."""
+    from django.db import connection
+
+    def run(item: Any) -> None:
+        try:
+            fn(item)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(items))) as pool:
+        futures = [pool.submit(run, item) for item in items]
+    errors = [f.exception() for f in futures if f.exception() is not None]
+    if errors:
+        raise errors[0]
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
@@ -83,9 +103,11 @@ class Command(BaseCommand):
     # -- plumbing ---------------------------------------------------------------------------
     def handle(self, *args: Any, **options: Any) -> None:
         self.prefix = options["prefix"]
+        self.started = time.monotonic()
         self.timeout = options["timeout"]
         self.state_path = Path(settings.AIOS_DATA_DIR) / "demo" / f"{self.prefix}.json"
         self.state = self._load_state()
+        self._lock = threading.Lock()
         self._choose_task_mode(options["inline"])
         if options["teardown"]:
             self.teardown()
@@ -96,7 +118,8 @@ class Command(BaseCommand):
         self.stdout.write(style(message) if style else message)
 
     def step(self, message: str) -> None:
-        self.say(f"\n== {message}", self.style.MIGRATE_HEADING)
+        elapsed = time.monotonic() - self.started
+        self.say(f"\n== {message}  (t+{elapsed:.1f}s)", self.style.MIGRATE_HEADING)
 
     def _load_state(self) -> dict[str, Any]:
         try:
@@ -109,10 +132,11 @@ class Command(BaseCommand):
         self.state_path.write_text(json.dumps(self.state, indent=2))
 
     def _created(self, kind: str, value: str) -> None:
-        items = self.state["created"].setdefault(kind, [])
-        if value not in items:
-            items.append(value)
-        self._save_state()
+        with self._lock:
+            items = self.state["created"].setdefault(kind, [])
+            if value not in items:
+                items.append(value)
+            self._save_state()
 
     def _choose_task_mode(self, inline: bool) -> None:
         from aios_site.celery import app
@@ -250,40 +274,45 @@ class Command(BaseCommand):
         from apps.blocks import services as blocks
         from apps.blocks.models import Block
 
-        for role, (component_role, parameters) in BLOCKS.items():
+        def create(role: str) -> None:
+            component_role, parameters = BLOCKS[role]
             block_id = ids[role]
             block = Block.objects.filter(pk=block_id).first()
             if block is not None and block.status == "failed":
                 self.say(f"block {block_id} had failed ({block.status_reason}); replacing it")
                 blocks.remove_block(block_id, user=None)
                 wait_for(
-                    lambda b=block_id: not Block.objects.filter(pk=b).exists(),
+                    lambda: not Block.objects.filter(pk=block_id).exists(),
                     self.timeout,
                     f"failed block {block_id} to go",
                 )
                 block = None
-            if block is None:
-                values = {
-                    "blockComponentURI": uris[component_role],
-                    "blockId": block_id,
-                    "minInstances": 1,
-                    "maxInstances": 2,
-                    "parameters": parameters,
-                    "policyRulesSpec": [
-                        {
-                            "values": {
-                                "name": "clusterAllocator",
-                                "policyRuleURI": "aios.allocator_best_fit:1.0-stable",
-                                "parameters": {"filter": {"clusterQuery": {"id": ids["cluster"]}}},
-                            }
+            if block is not None:
+                return
+            values = {
+                "blockComponentURI": uris[component_role],
+                "blockId": block_id,
+                "minInstances": 1,
+                "maxInstances": 2,
+                "parameters": parameters,
+                "policyRulesSpec": [
+                    {
+                        "values": {
+                            "name": "clusterAllocator",
+                            "policyRuleURI": "aios.allocator_best_fit:1.0-stable",
+                            "parameters": {"filter": {"clusterQuery": {"id": ids["cluster"]}}},
                         }
-                    ],
-                }
-                status, body = blocks.create_block(values, user=user)
-                if status >= 400:
-                    raise DemoError(f"createBlock {block_id}: {body}")
-                self._created("blocks", block_id)
-                self.say(f"block {block_id} ({uris[component_role]}) accepted")
+                    }
+                ],
+            }
+            self._created("blocks", block_id)
+            self.say(f"block {block_id} ({uris[component_role]}) requested")
+            # Inline, this runs the block_alloc task to its end (the block running).
+            status, body = blocks.create_block(values, user=user)
+            if status >= 400:
+                raise DemoError(f"createBlock {block_id}: {body}")
+
+        in_parallel(create, list(BLOCKS))
         for role in BLOCKS:
             block_id = ids[role]
 
@@ -438,10 +467,13 @@ class Command(BaseCommand):
                 vdags.delete_vdag(vdag)
                 self.say(f"vDAG {uri} deleted")
         block_ids = [ids[role] for role in BLOCKS]
-        for block_id in block_ids:
+
+        def remove(block_id: str) -> None:
             if Block.objects.filter(pk=block_id).exists():
+                self.say(f"block {block_id}: removing")
                 blocks.remove_block(block_id, user=None)
-                self.say(f"block {block_id}: removal started")
+
+        in_parallel(remove, block_ids)
         wait_for(
             lambda: not Block.objects.filter(pk__in=block_ids).exists(),
             self.timeout,
