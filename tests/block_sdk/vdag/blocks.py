@@ -70,3 +70,17 @@ class CalcBlock:
             fp = entry.packet.frame_ptr
             out["frame_ptr"] = fp.decode() if isinstance(fp, bytes) else fp
         return True, OnDataResult(output=out)
+
+
+class MuxSumBlock(CalcBlock):
+    """A fan-in block written AIOS-style: its own `Muxer(2)` merges the two inputs of a
+    request (the router then hands it the inputs one by one instead of merging them)."""
+
+    def __init__(self, context):
+        super().__init__(context)
+        self.op = "sum"
+
+    def get_muxer(self):
+        from block_sdk.sdk import Muxer
+
+        return Muxer(N=2, timeout_s=5.0)

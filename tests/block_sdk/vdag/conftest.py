@@ -54,6 +54,20 @@ def module_net(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         net.close()
 
 
+@pytest.fixture(autouse=True)
+def _close_servers_of_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Controllers and servers a test started on the module's network stop with the test,
+    so idle ones do not pile up (the blocks stay for the next test)."""
+    if "module_net" not in request.fixturenames:
+        yield
+        return
+    shared: Network = request.getfixturevalue("module_net")
+    before = len(shared.servers)
+    yield
+    for server in shared.servers[before:]:
+        server.close()
+
+
 @pytest.fixture
 def net(redis_url: str, tmp_path: Path) -> Iterator[Network]:
     """A network of its own for a test that kills or breaks processes."""

@@ -132,7 +132,9 @@ class ServerHandle:
     def close(self) -> None:
         if self._channel is not None:
             self._channel.close()
-        self.process.stop(timeout=8)
+            self._channel = None
+        if self.process.proc.poll() is None:
+            self.process.stop(timeout=8)
 
 
 class Network:

@@ -28,6 +28,7 @@ def blocks(module_net: Network) -> Network:
     net.add_block("add10", {"op": "add", "k": 10})
     net.add_block("summer", {"op": "sum"})
     net.add_block("fail13", {"op": "fail", "k": 13})
+    net.add_block("muxsum", {}, entrypoint="tests.block_sdk.vdag.blocks:MuxSumBlock")
     # A second "cluster": another Redis database, so Redis cannot be the way there.
     net.add_block(
         "remote_mul3", {"op": "mul", "k": 3}, cluster_id="c2", redis_url=other_db(net.redis_url)
@@ -74,6 +75,21 @@ def test_diamond_fans_out_and_merges_inputs_in_declared_order(blocks: Network):
         assert resp["x"] == total([mul(add(x, 1), 3), add(add(x, 1), 10)])
         # inputs are merged in the order d declares them: b's branch first, then c's
         assert blocks_of(resp["trace"]) == ["add1", "mul3", "add1", "add10", "summer"]
+
+
+def test_a_block_with_its_own_muxer_merges_the_inputs_itself(blocks: Network):
+    n = blocks
+    g = n.graph(
+        [n.node("a", "add1"), n.node("b", "mul3"), n.node("c", "add10"), n.node("d", "muxsum")],
+        {"b": ["a"], "c": ["a"], "d": ["b", "c"]},
+        ["a"],
+        ["d"],
+    )
+    ctl = n.start_controller(g)
+    for i, x in enumerate((2, 5)):
+        resp = out(ctl.infer({"x": x}, session_id=f"m{i}"))
+        assert resp["x"] == total([mul(add(x, 1), 3), add(add(x, 1), 10)])
+        assert blocks_of(resp["trace"])[-1] == "muxsum"
 
 
 def test_one_block_serves_several_nodes_of_a_vdag(blocks: Network):
