@@ -6,6 +6,7 @@ class VdagsConfig(AppConfig):
     verbose_name = "vDAGs"
 
     def ready(self) -> None:
-        from apps.vdags import search
+        from apps.vdags import search, signals
 
         search.register()
+        signals.connect()

@@ -212,3 +212,26 @@ def test_by_vdag_uri_lists_the_controllers_of_a_vdag(api, anon_client, network):
         "/api/v1/vdag-controllers/", {"vdag_uri": vdag.pk, "status": "starting"}
     )
     assert filtered.json()["count"] == 2
+
+
+def test_a_vdag_whose_blocks_do_not_run_gets_no_controller(api, network):
+    cluster, vdag, _ = network
+    from apps.blocks.models import Block
+
+    Block.objects.filter(pk__in=vdag.block_ids).update(status="failed")
+    response = post(api, vdag_controller_id="c3", vdag_uri=vdag.pk, cluster_id=cluster.id)
+    assert response.status_code == 409
+    assert "do not run" in response.json()["error"]["message"]
+    assert response.json()["error"]["details"] == [
+        {"block_id": vdag.block_ids[0], "status": "failed"}
+    ]
+
+
+def test_removing_a_block_fails_the_vdags_that_route_through_it(api, network):
+    _, vdag, _ = network
+    from apps.blocks.models import Block
+
+    Block.objects.filter(pk__in=vdag.block_ids).delete()
+    detail = api.get(f"/api/v1/vdags/{vdag.pk}/").json()
+    assert detail["status"] == "failed"
+    assert f"block {vdag.block_ids[0]} was removed" in detail["status_reason"]

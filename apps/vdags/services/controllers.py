@@ -35,7 +35,7 @@ from apps.vdags.choices import (
 from apps.vdags.models import VDag, VDagController
 from apps.vdags.services import telemetry
 from apps.vdags.services import workloads as serving
-from apps.vdags.services.vdags import get_vdag, recompile
+from apps.vdags.services.vdags import get_vdag, missing_blocks, recompile
 
 log = logging.getLogger("aios.vdags.controllers")
 
@@ -288,6 +288,13 @@ def create_controller(
         raise Conflict(
             f"vDAG {vdag_uri!r} is {vdag.status}, not active; a controller serves active vDAGs",
             details=[{"vdag_uri": vdag_uri, "status": vdag.status}],
+        )
+    down = missing_blocks(vdag)
+    if down:
+        raise Conflict(
+            f"vDAG {vdag_uri!r} routes through blocks that do not run: "
+            + ", ".join(f"{b} ({state})" for b, state in sorted(down.items())),
+            details=[{"block_id": b, "status": state} for b, state in sorted(down.items())],
         )
     cluster = Cluster.objects.filter(pk=cluster_id).first()
     if cluster is None:

@@ -188,6 +188,39 @@ def vdags_using_block(block_id: str) -> list[str]:
     )
 
 
+def on_block_removed(block_id: str) -> list[str]:
+    """A block left the network: every active vDAG routing through it can no longer serve
+    (its controllers would fail each request); mark them ``failed`` saying why. Returns
+    their URIs. Recreating the vDAG (same URI) replaces a failed one."""
+    affected = list(
+        VDag.objects.filter(block_ids__contains=[block_id], status=VDagStatus.ACTIVE).values_list(
+            "pk", flat=True
+        )
+    )
+    if affected:
+        VDag.objects.filter(pk__in=affected).update(
+            status=VDagStatus.FAILED,
+            status_reason=f"block {block_id} was removed; create the vDAG again to reassign",
+        )
+        log.warning("event=vdags_lost_block block_id=%s vdags=%s", block_id, ",".join(affected))
+    return affected
+
+
+def missing_blocks(vdag: VDag) -> dict[str, str]:
+    """Blocks of the compiled graph that do not run: ``{block_id: status or "missing"}``."""
+    from apps.vdags import blocks as block_lookup
+
+    found = block_lookup.get_blocks(list(vdag.block_ids or []))
+    out = {}
+    for block_id in vdag.block_ids or []:
+        block = found.get(block_id)
+        if block is None:
+            out[block_id] = "missing"
+        elif not block_lookup.is_assignable(block):
+            out[block_id] = str(block.status)
+    return out
+
+
 def delete_vdag(vdag: VDag) -> None:
     """Remove a vDAG record. Refused (409) while a controller serves it or another vDAG
     nests it."""
