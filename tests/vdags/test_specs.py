@@ -4,6 +4,8 @@ registry (retrieve by URI, filters, query, delete rules) and the search adapter.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.db import transaction
 
@@ -536,3 +538,17 @@ def test_a_failed_creation_leaves_nothing_half_written(api, three):
         response = api.post("/api/createvDAG", envelope(values), format="json")
     assert response.status_code == 400
     assert not VDag.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[2] / "examples" / "specs").glob("vdag_*.json")),
+    ids=lambda p: p.name,
+)
+def test_example_vdag_specs_pass_the_parser(path):
+    import json
+
+    from apps.parser.services import prepare
+
+    request = prepare("createvDAG", json.loads(path.read_text()))
+    assert request.values["nodes"]

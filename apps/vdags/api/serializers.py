@@ -91,8 +91,8 @@ class ControllerConfigSerializer(serializers.Serializer):
     )
     request_timeout_s = serializers.FloatField(required=False)
     health_interval_s = serializers.FloatField(required=False)
+    metrics_interval_s = serializers.FloatField(required=False)
     quality_sample_rate = serializers.FloatField(required=False)
-    quota_ttl_s = serializers.FloatField(required=False)
     node_id = serializers.CharField(required=False, help_text="pin to a node of the cluster")
 
 
