@@ -32,10 +32,16 @@ MAX_CANDIDATES = 1000  # bound what a ranking policy receives
 
 
 def _reachable_keys(match_type: str, visiting: frozenset[str] = frozenset()) -> set[str]:
-    """Every filter key that can narrow ``match_type`` (its own and its relations')."""
+    """Every filter key that can narrow ``match_type`` (its own and its relations').
+
+    An entity already on the path contributes nothing: its key belongs to the search's
+    origin, and counting it again would narrow the origin by a relation pointing back
+    (a cluster search by ``clusterQuery`` would then only find clusters with metrics)."""
+    if match_type in visiting:
+        return set()
     entity = registry.registered().get(match_type)
     keys = {entity.key if entity else registry.query_key_of(match_type)}
-    if entity is None or match_type in visiting:
+    if entity is None:
         return keys
     for relation in registry.relations_of(entity):
         keys |= _reachable_keys(relation.target, visiting | {match_type})

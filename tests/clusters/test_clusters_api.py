@@ -519,3 +519,23 @@ def test_admin_pages_render(admin_client, user):
         },
     )
     assert bad.status_code == 200 and b"unknown action" in bad.content
+
+
+def test_workload_env_is_redacted_for_non_staff(api, staff_api, user):
+    nid = uid("n")
+    cluster = make_cluster(owner=user, nodes=[node_spec(nid)])
+    created = staff_api.post(
+        "/api/v1/workloads/",
+        {
+            "cluster_id": cluster.id,
+            "kind": "service",
+            "entry_point": "pkg.mod:main",
+            "env": {"API_TOKEN": "s3cret-value"},
+        },
+        format="json",
+    ).json()
+    assert created["env"] == {"API_TOKEN": "s3cret-value"}
+    seen = api.get(f"/api/v1/workloads/{created['id']}/")
+    assert seen.status_code == 200
+    assert seen.json()["env"] == {"API_TOKEN": "***"}
+    assert b"s3cret-value" not in api.get("/api/v1/workloads/").content

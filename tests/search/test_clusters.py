@@ -118,3 +118,14 @@ def test_cluster_search_through_the_parser(api, clusters):
     response = api.post("/api/filter", body, format="json")
     assert response.status_code == 200, response.content
     assert ids(response.json()["results"]) == ["cpu-eu", "gpu-eu"]
+
+
+@pytest.mark.django_db
+def test_cluster_query_finds_clusters_without_metrics(clusters):
+    """A relation pointing back (clusterMetrics -> cluster) must not narrow a cluster search
+    by its own clusterQuery to the clusters that happen to have metrics."""
+    if "cluster" not in registry.registered():
+        pytest.skip("the clusters app does not register 'cluster'")
+    clusters_models.Cluster.objects.create(id="fresh-eu", region_id="eu", gpus={"count": 7})
+    query = {"clusterQuery": {"variable": "gpus.count", "operator": ">", "value": 5}}
+    assert ids(engine.search("cluster", query)) == ["fresh-eu", "gpu-eu", "gpu-us"]

@@ -176,6 +176,15 @@ class WorkloadSerializer(serializers.ModelSerializer):
     cluster_id = serializers.CharField(read_only=True)
     node_id = serializers.CharField(read_only=True)
 
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if not (user is not None and user.is_staff):
+            # A workload's env may carry credentials handed to that process; only staff read it.
+            data["env"] = {key: "***" for key in (data.get("env") or {})}
+        return data
+
     class Meta:
         model = Workload
         fields = [

@@ -254,7 +254,7 @@ class WorkloadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         cluster = services.get_cluster(data.pop("cluster_id"))
         ref = get_driver(cluster).create_workload(WorkloadSpec(**data))
         return Response(
-            WorkloadSerializer(Workload.objects.get(pk=ref.id)).data,
+            WorkloadSerializer(Workload.objects.get(pk=ref.id), context={"request": request}).data,
             status=status.HTTP_201_CREATED,
         )
 
@@ -263,7 +263,10 @@ class WorkloadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         workload = self.get_object()
         self._driver_for(workload, request).remove_workload(workload.id)
         workload.refresh_from_db()
-        return Response(WorkloadSerializer(workload).data, status=status.HTTP_202_ACCEPTED)
+        return Response(
+            WorkloadSerializer(workload, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
 
     @extend_schema(request=None, responses=WorkloadSerializer)
     @action(detail=True, methods=["post"])
@@ -271,7 +274,7 @@ class WorkloadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         workload = self.get_object()
         self._driver_for(workload, request).restart_workload(workload.id)
         workload.refresh_from_db()
-        return Response(WorkloadSerializer(workload).data)
+        return Response(WorkloadSerializer(workload, context={"request": request}).data)
 
     @extend_schema(request=WorkloadDesiredStateSerializer, responses=WorkloadSerializer)
     @action(detail=True, methods=["post"], url_path="desired-state")
@@ -283,7 +286,7 @@ class WorkloadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             workload.id, incoming.validated_data["desired_state"]
         )
         workload.refresh_from_db()
-        return Response(WorkloadSerializer(workload).data)
+        return Response(WorkloadSerializer(workload, context={"request": request}).data)
 
 
 class GatewayConfigView(APIView):
