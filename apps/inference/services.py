@@ -209,22 +209,21 @@ def clean_config(config: Any) -> dict[str, Any]:
 
 
 def request_log_dsn() -> str:
-    """The DSN servers write request logs with, or "" (no logging).
-
-    ``AIOS_REQUEST_LOG_DATABASE_URL`` when set (ideally a role allowed only to INSERT into
-    ``inference_request_log``). Otherwise the control plane's database, but only when reaching
-    it needs no password: a workload's environment is readable through the workloads API,
-    so a password never goes there implicitly.
-    """
+    """The DSN servers write request logs with: ``AIOS_REQUEST_LOG_DATABASE_URL`` when set
+    (best: a role allowed only to INSERT into ``inference_request_log``), else the control
+    plane's database. It reaches the process through its workload environment, which the
+    workloads API shows to staff only."""
     if conf.REQUEST_LOG_DATABASE_URL:
         return conf.REQUEST_LOG_DATABASE_URL
+    from urllib.parse import quote
+
     db = settings.DATABASES["default"]
+    auth = quote(db.get("USER") or "", safe="")
     if db.get("PASSWORD"):
-        return ""
+        auth = f"{auth}:{quote(db['PASSWORD'], safe='')}"
     host = db.get("HOST") or "127.0.0.1"
     port = db.get("PORT") or 5432
-    user = f"{db['USER']}@" if db.get("USER") else ""
-    return f"postgresql://{user}{host}:{port}/{db['NAME']}"
+    return f"postgresql://{auth + '@' if auth else ''}{host}:{port}/{db['NAME']}"
 
 
 def process_config(

@@ -163,3 +163,17 @@ def test_servers_search_blocks_without_a_credential(anon_client, cluster):
         format="json",
     )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_query"
+
+
+def test_the_log_dsn_is_explicit_or_the_control_planes_database(monkeypatch):
+    from types import SimpleNamespace
+
+    from apps.inference import conf
+
+    monkeypatch.setattr(conf, "REQUEST_LOG_DATABASE_URL", "")
+    db = {"USER": "aios", "PASSWORD": "p@ss/word", "HOST": "db.local", "PORT": "5433"}
+    fake = SimpleNamespace(DATABASES={"default": {**db, "NAME": "aios"}})
+    monkeypatch.setattr(services, "settings", fake)
+    assert services.request_log_dsn() == "postgresql://aios:p%40ss%2Fword@db.local:5433/aios"
+    monkeypatch.setattr(conf, "REQUEST_LOG_DATABASE_URL", "postgresql://logger@db/aios")
+    assert services.request_log_dsn() == "postgresql://logger@db/aios"
