@@ -200,6 +200,13 @@ CELERY_BEAT_SCHEDULE: dict = {
         "task": "aios.policies.reconcile_functions_periodic",
         "schedule": 30.0,
     },
+    # Copy vDAG controllers' quality samples and live metrics into PostgreSQL.
+    "collect-vdag-controller-data": {
+        "task": "aios.vdags.collect_controller_data",
+        "schedule": 10.0,
+    },
+    # Heal the adhoc servers' block -> executor map (signals keep it current in between).
+    "sync-block-executor-map": {"task": "aios.inference.sync_executor_map", "schedule": 10.0},
 }
 
 AIOS_HTTP_PORT = int(os.environ.get("AIOS_HTTP_PORT", 8000))

@@ -38,6 +38,7 @@ from apps.blocks.choices import (
     InstanceStatus,
 )
 from apps.blocks.models import Block, Instance
+from apps.blocks.signals import block_status_changed
 from apps.clusters.choices import WorkloadKind, WorkloadStatus
 from apps.clusters.models import Cluster, Node, Workload
 from apps.core.errors import ApiError, Conflict, Forbidden, NotFound, ValidationFailed
@@ -303,6 +304,7 @@ def set_status(block: Block, status: str, reason: str = "") -> None:
         status=status, status_reason=block.status_reason, updated_at=timezone.now()
     )
     log.info("event=block_status block_id=%s status=%s reason=%r", block.pk, status, reason[:200])
+    block_status_changed.send(sender=Block, block=block)
 
 
 def _current_status(block_id: str) -> str | None:

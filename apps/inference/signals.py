@@ -11,6 +11,12 @@ def block_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
     services.on_block_saved(instance)
 
 
+def block_status_changed(sender: Any, block: Any, **kwargs: Any) -> None:
+    from apps.inference import services
+
+    services.on_block_saved(block)
+
+
 def block_deleted(sender: Any, instance: Any, **kwargs: Any) -> None:
     from apps.inference import services
 
@@ -26,3 +32,8 @@ def connect() -> None:
         return
     post_save.connect(block_saved, sender=Block, dispatch_uid="aios.inference.block_saved")
     post_delete.connect(block_deleted, sender=Block, dispatch_uid="aios.inference.block_deleted")
+    from apps.blocks.signals import block_status_changed as status_signal
+
+    status_signal.connect(
+        block_status_changed, sender=Block, dispatch_uid="aios.inference.block_status_changed"
+    )
