@@ -207,6 +207,8 @@ CELERY_BEAT_SCHEDULE: dict = {
     },
     # Heal the adhoc servers' block -> executor map (signals keep it current in between).
     "sync-block-executor-map": {"task": "aios.inference.sync_executor_map", "schedule": 10.0},
+    # Read back Kubernetes clusters' objects into workload status (no-op without such clusters).
+    "sync-kubernetes-clusters": {"task": "aios.clusters.k8s_sync_all", "schedule": 10.0},
 }
 
 AIOS_HTTP_PORT = int(os.environ.get("AIOS_HTTP_PORT", 8000))

@@ -45,7 +45,7 @@ from apps.clusters.filtersets import (
 from apps.clusters.models import GPU, Cluster, Node, Workload
 from apps.clusters.specs import GATEWAY_MAP_KEYS
 from apps.core.api.mixins import QueryMixin
-from apps.core.errors import ValidationFailed
+from apps.core.errors import NotFound, ValidationFailed
 from apps.core.permissions import IsAuthenticatedForWrites
 from apps.core.query import QueryFields
 
@@ -262,9 +262,11 @@ class WorkloadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def destroy(self, request: Request, pk: str | None = None) -> Response:
         workload = self.get_object()
         self._driver_for(workload, request).remove_workload(workload.id)
-        workload.refresh_from_db()
+        remaining = Workload.objects.filter(pk=workload.pk).first()
+        if remaining is None:  # the driver finished the removal at once (no live process)
+            return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(
-            WorkloadSerializer(workload, context={"request": request}).data,
+            WorkloadSerializer(remaining, context={"request": request}).data,
             status=status.HTTP_202_ACCEPTED,
         )
 
@@ -273,8 +275,7 @@ class WorkloadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def restart(self, request: Request, pk: str | None = None) -> Response:
         workload = self.get_object()
         self._driver_for(workload, request).restart_workload(workload.id)
-        workload.refresh_from_db()
-        return Response(WorkloadSerializer(workload, context={"request": request}).data)
+        return Response(_fresh_workload(workload, request))
 
     @extend_schema(request=WorkloadDesiredStateSerializer, responses=WorkloadSerializer)
     @action(detail=True, methods=["post"], url_path="desired-state")
@@ -285,8 +286,15 @@ class WorkloadViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         self._driver_for(workload, request).set_desired_state(
             workload.id, incoming.validated_data["desired_state"]
         )
-        workload.refresh_from_db()
-        return Response(WorkloadSerializer(workload, context={"request": request}).data)
+        return Response(_fresh_workload(workload, request))
+
+
+def _fresh_workload(workload: Workload, request: Request) -> dict:
+    """The row as it is now; a driver may have finished (deleted) it meanwhile."""
+    fresh = Workload.objects.filter(pk=workload.pk).first()
+    if fresh is None:
+        raise NotFound(f"workload {workload.pk!r} is gone")
+    return WorkloadSerializer(fresh, context={"request": request}).data
 
 
 class GatewayConfigView(APIView):
