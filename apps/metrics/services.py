@@ -528,3 +528,198 @@ def prometheus_text() -> str:
         lines.append(f"# TYPE {name} gauge")
         lines.extend(samples)
     return "\n".join(lines) + "\n"
+
+
+# -- node reports pushed over HTTP (the node-metrics agent, ``block_sdk.node_metrics``) -------
+# A report is one sample (what ``HardwareSampler.sample()`` returns) or ``{"samples": [...]}``:
+# an agent that could not reach the control plane sends what it buffered, oldest first.
+MAX_REPORT_SAMPLES = 120
+MAX_FUTURE_SKEW_S = 300.0  # node clocks drift; a sample further ahead than this is refused
+MAX_GROUP_KEYS = 64
+MAX_GPUS = 64
+MAX_TEXT = 200
+REPORT_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:\-]{0,63}$")
+
+
+def _bad_sample(index: int, message: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"sample {index}: {message}", code="invalid_node_report", details=[{"sample": index}]
+    )
+
+
+def _clean_scalar(index: int, where: str, value: Any) -> Any:
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise _bad_sample(index, f"{where} must be a finite number")
+        return value
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise _bad_sample(index, f"{where} is longer than {MAX_TEXT} characters")
+        return value
+    raise _bad_sample(index, f"{where} must be a number, a string or a boolean")
+
+
+def _clean_mapping(index: int, where: str, value: Any, *, nested: bool) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad_sample(index, f"{where} must be an object")
+    if len(value) > MAX_GROUP_KEYS:
+        raise _bad_sample(index, f"{where} has more than {MAX_GROUP_KEYS} keys")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str) or not REPORT_KEY_RE.match(key):
+            raise _bad_sample(index, f"{where} has an invalid key {str(key)[:70]!r}")
+        here = f"{where}.{key}"
+        if nested and isinstance(item, dict):
+            out[key] = _clean_mapping(index, here, item, nested=False)
+        elif where == "gpus" and key == "gpus":
+            if not isinstance(item, list) or len(item) > MAX_GPUS:
+                raise _bad_sample(index, f"gpus.gpus must be a list of at most {MAX_GPUS} GPUs")
+            out[key] = [
+                _clean_mapping(index, f"gpus.gpus[{i}]", gpu, nested=False)
+                for i, gpu in enumerate(item)
+            ]
+        else:
+            out[key] = _clean_scalar(index, here, item)
+    return out
+
+
+def clean_node_sample(doc: Any, *, index: int = 0, now: float | None = None) -> dict[str, Any]:
+    """One pushed sample, checked and reduced to ``ts`` plus the known groups.
+
+    Unknown top-level keys are ignored (a newer agent may send more); a sample needs at least
+    one group, finite numbers, short strings, and a ``ts`` (epoch seconds, default now) no
+    further than ``MAX_FUTURE_SKEW_S`` ahead. Raises ``ValidationFailed``.
+    """
+    now = time_now() if now is None else now
+    if not isinstance(doc, dict):
+        raise _bad_sample(index, "must be an object")
+    ts = doc.get("ts", now)
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts) or ts <= 0:
+        raise _bad_sample(index, "ts must be epoch seconds")
+    if ts > now + MAX_FUTURE_SKEW_S:
+        raise _bad_sample(index, f"ts is more than {MAX_FUTURE_SKEW_S:.0f}s in the future")
+    groups = {
+        group: _clean_mapping(index, group, doc[group], nested=group == "disk")
+        for group in GROUPS
+        if doc.get(group) is not None
+    }
+    if not groups:
+        raise _bad_sample(index, f"has none of the metric groups {', '.join(GROUPS)}")
+    return {"ts": float(ts), **groups}
+
+
+def time_now() -> float:
+    return timezone.now().timestamp()
+
+
+def check_node_reporter(user: Any, node: Any) -> None:
+    """Only staff or the owner of the node's cluster may report a node's metrics."""
+    from apps.core.errors import Forbidden
+
+    if getattr(user, "is_staff", False):
+        return
+    owner_id = node.cluster.owner_id
+    if owner_id is None or owner_id != getattr(user, "pk", None):
+        raise Forbidden(
+            f"only staff or the owner of cluster {node.cluster_id!r} may report metrics for "
+            f"node {node.id!r}"
+        )
+
+
+def record_node_report(node: Any, payload: Any, *, now: float | None = None) -> dict[str, Any]:
+    """Store a node report pushed by a node-metrics agent, as the node agent's report would be.
+
+    The newest sample, when fresher than the live TTL, goes through ``record_node_metrics``
+    (live value, latest row, throttled history, cluster aggregate) and counts as the node's
+    heartbeat. Older samples (what the agent buffered while the control plane was away) only
+    fill history, thinned to one per ``HISTORY_INTERVAL_S`` and never before the newest row
+    already stored, so a resent batch is not stored twice. Samples past the retention are
+    dropped. Raises ``ValidationFailed`` for a bad payload.
+    """
+    now = time_now() if now is None else now
+    if isinstance(payload, dict) and "samples" in payload:
+        raw = payload["samples"]
+        if not isinstance(raw, list):
+            raise ValidationFailed("samples must be a list", code="invalid_node_report")
+    else:
+        raw = [payload]
+    if not raw or len(raw) > MAX_REPORT_SAMPLES:
+        raise ValidationFailed(
+            f"a report holds 1 to {MAX_REPORT_SAMPLES} samples", code="invalid_node_report"
+        )
+    if isinstance(payload, dict):
+        for key, expected in (("node_id", node.id), ("cluster_id", node.cluster_id)):
+            if payload.get(key) not in (None, expected):
+                raise ValidationFailed(
+                    f"{key} {payload.get(key)!r} does not match the node's {expected!r}",
+                    code="invalid_node_report",
+                )
+    samples = sorted(
+        (clean_node_sample(doc, index=i, now=now) for i, doc in enumerate(raw)),
+        key=lambda s: s["ts"],
+    )
+    oldest_kept = now - RETENTION.total_seconds()
+    kept = [s for s in samples if s["ts"] >= oldest_kept]
+    discarded = len(samples) - len(kept)
+    newest = kept[-1] if kept else None
+    live = newest is not None and now - newest["ts"] <= NODE_TTL_S
+    backfill = kept[:-1] if live else kept
+
+    last = (
+        NodeMetricSample.objects.filter(node_id=node.id, resolution_s=NodeMetricSample.RAW)
+        .order_by("-ts")
+        .values_list("ts", flat=True)
+        .first()
+    )
+    floor = last.timestamp() + HISTORY_INTERVAL_S if last else 0.0
+    rows = []
+    for sample in backfill:
+        if sample["ts"] < floor:
+            continue
+        rows.append(
+            NodeMetricSample(
+                node_id=node.id,
+                cluster_id=node.cluster_id,
+                ts=_ts(sample["ts"]),
+                values=flatten(sample),
+            )
+        )
+        floor = sample["ts"] + HISTORY_INTERVAL_S
+    if rows:
+        NodeMetricSample.objects.bulk_create(rows)
+    if live:
+        record_node_metrics(node.id, node.cluster_id, newest)
+        _note_report_heartbeat(node)
+    log.info(
+        "event=node_report node_id=%s samples=%s live=%s history=%s discarded=%s",
+        node.id,
+        len(samples),
+        live,
+        len(rows),
+        discarded,
+    )
+    return {
+        "node_id": node.id,
+        "cluster_id": node.cluster_id,
+        "accepted": len(samples),
+        "live": live,
+        "history": len(rows),
+        "discarded": discarded,
+        "ttl_s": NODE_TTL_S,
+    }
+
+
+def _note_report_heartbeat(node: Any) -> None:
+    """A fresh report proves the node is up. On the local driver it is the node agent's
+    heartbeat (a pending node becomes ready); elsewhere the driver owns readiness (the
+    Kubernetes sync reads the kubelet's), so only the heartbeat time moves."""
+    from apps.clusters import services as cluster_services
+    from apps.clusters.choices import DriverName
+    from apps.clusters.models import Node
+
+    if node.cluster.driver == DriverName.LOCAL:
+        cluster_services.heartbeat(node.id)
+    else:
+        Node.objects.filter(pk=node.pk).update(last_heartbeat=timezone.now())

@@ -9,6 +9,11 @@ ENTITY_ID = r"(?P<entity_id>[A-Za-z0-9][A-Za-z0-9_.:\-]{0,127})"
 urlpatterns = [
     path("metrics/nodes/", views.NodeMetricsListView.as_view(), name="metrics-nodes"),
     path("metrics/nodes/<str:node_id>/", views.NodeMetricsView.as_view(), name="metrics-node"),
+    path(
+        "metrics/nodes/<str:node_id>/report/",
+        views.NodeMetricsReportView.as_view(),
+        name="metrics-node-report",
+    ),
     path("metrics/clusters/", views.ClusterMetricsListView.as_view(), name="metrics-clusters"),
     path(
         "metrics/clusters/<str:cluster_id>/",

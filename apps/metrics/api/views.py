@@ -11,7 +11,7 @@ from django.utils.dateparse import parse_datetime
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.permissions import AllowAny
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -117,6 +117,64 @@ class NodeMetricsView(APIView):
         if _wants_history(request):
             body["history"] = services.node_history(node_id, **_range(request))
         return Response(body)
+
+
+NODE_SAMPLE_DOC = inline_serializer(
+    "NodeMetricsSample",
+    {
+        "ts": serializers.FloatField(required=False, help_text="epoch seconds (default: now)"),
+        "vcpu": serializers.DictField(required=False),
+        "memory": serializers.DictField(required=False),
+        "disk": serializers.DictField(required=False),
+        "storage": serializers.DictField(required=False),
+        "network": serializers.DictField(required=False),
+        "gpus": serializers.DictField(required=False),
+    },
+)
+
+
+class NodeMetricsReportView(APIView):
+    """A node-metrics agent (``python -m block_sdk.node_metrics``) pushes its node's samples.
+
+    The body is one sample (the node agent's document: ``ts``, ``vcpu``, ``memory``, ``disk``,
+    ``storage``, ``network``, ``gpus``) or ``{"samples": [...]}`` (at most 120, what the agent
+    buffered while the control plane was away). Staff or the owner of the node's cluster only.
+    """
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="v1_metrics_nodes_report",
+        request=inline_serializer(
+            "NodeMetricsReport",
+            {
+                "samples": serializers.ListField(child=NODE_SAMPLE_DOC, required=False),
+                "node_id": serializers.CharField(required=False),
+                "cluster_id": serializers.CharField(required=False),
+                "agent": serializers.DictField(required=False),
+            },
+        ),
+        responses={
+            200: inline_serializer(
+                "NodeMetricsReported",
+                {
+                    "node_id": serializers.CharField(),
+                    "cluster_id": serializers.CharField(),
+                    "accepted": serializers.IntegerField(),
+                    "live": serializers.BooleanField(),
+                    "history": serializers.IntegerField(),
+                    "discarded": serializers.IntegerField(),
+                    "ttl_s": serializers.FloatField(),
+                },
+            )
+        },
+    )
+    def post(self, request: Request, node_id: str) -> Response:
+        node = Node.objects.select_related("cluster").filter(pk=node_id).first()
+        if node is None:
+            raise NotFound(f"node {node_id!r} does not exist")
+        services.check_node_reporter(request.user, node)
+        return Response(services.record_node_report(node, request.data))
 
 
 class ClusterMetricsListView(APIView):
