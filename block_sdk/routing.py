@@ -212,25 +212,45 @@ class Router:
             raise DataPlaneError("INTERNAL", f"vDAG routing before {route.node}: {exc}") from exc
 
     def route_sync(self, envelopes: list[Any], result: Any, error: Any, client: Any) -> bool:
-        """Consumer-thread fast path after block code: True when the outcome is fully
-        routed here with the thread's own Redis client (one round trip, no hand-off to the
-        loop); False: nothing was done, route with `route_output`/`route_error` on the loop."""
+        """Consumer-thread fast path after block code, on its own round trip: True when the
+        outcome is fully routed with the thread's Redis client (no hand-off to the loop);
+        False: nothing was done, route with `route_output`/`route_error` on the loop."""
+        plan = self.stage_sync(envelopes, result, error, client)
+        if plan is None:
+            return False
+        pipe = client.pipeline(transaction=False)
+        plan.stage(pipe)
+        if not len(pipe):
+            return True
+        try:
+            results = pipe.execute(raise_on_error=False)
+        except (RedisError, OSError):
+            plan.abandon()
+            return False  # the async path routes it
+        plan.settle(results)
+        return True
+
+    def stage_sync(self, envelopes: list[Any], result: Any, error: Any, client: Any) -> Any:
+        """Consumer-thread fast path after block code: a plan whose `stage(pipe)` adds the
+        routing commands to the thread's acknowledgement pipeline and whose
+        `settle(results)` checks them (its results come first), or None: nothing was done,
+        route with `route_output`/`route_error` on the loop."""
         if error is not None:
-            return False
+            return None
         if result is None:
-            return True  # the router consumed the packet before block code: nothing to send
+            return _NOTHING  # the router consumed the packet before block code
         if not result.output_ptr or self._vdag is None:
-            return False
+            return None
         try:
             route = parse_route(result.output_ptr)
         except RouteError:
-            return False
+            return None
         if route is None:
-            return False
+            return None
         try:
-            return self._vdag.route_sync(result, route, client)
+            return self._vdag.plan_sync(result, route, client)
         except (RedisError, OSError):
-            return False  # nothing was sent: the async path tries (and reports) again
+            return None  # nothing was staged: the async path tries (and reports) again
 
     async def route_output(self, packet: pb.AIOSPacket | None) -> bool:
         """Forward to successors (a copy each) or deliver to `final`. False: no route."""
@@ -282,6 +302,22 @@ class Router:
         close = getattr(self.forwarder, "close", None)
         if close is not None:
             await close()
+
+
+class _NothingToRoute:
+    size = 0
+
+    def stage(self, pipe: Any) -> None:
+        return None
+
+    def settle(self, results: list[Any]) -> None:
+        return None
+
+    def abandon(self) -> None:
+        return None
+
+
+_NOTHING = _NothingToRoute()
 
 
 def _cluster_from_env() -> str:

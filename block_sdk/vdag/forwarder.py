@@ -160,22 +160,22 @@ class VdagForwarder:
         asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
 
     # -- after block code, fast path (consumer thread) ----------------------------------
-    def route_sync(self, packet: pb.AIOSPacket, route: VdagRoute, client: Any) -> bool:
-        """Route a result in one pipelined round trip on the consumer thread's own Redis
-        client, when everything it needs is local: no post-processing policy, successors in
-        this Redis with a fresh live-instance list (kept by the async path), or a local
-        `final`. False: nothing was done, take the async path."""
+    def plan_sync(self, packet: pb.AIOSPacket, route: VdagRoute, client: Any) -> SyncPlan | None:
+        """The Redis commands that route a result, to be sent on the consumer thread's own
+        client in the same round trip as its acknowledgement, when everything is local: no
+        post-processing policy, successors in this Redis with a fresh live-instance list
+        (kept by the async path), or a local `final`. None: take the async path."""
         graph, label = route.graph, route.node
         node = graph.nodes[label]
         if node.post_policy or (route.deadline and time.time() > route.deadline):
-            return False
+            return None
         ops: list[tuple[str, str, bytes, int, str]] = []
         successors = graph.successors(label)
         if not successors:
             key = route.final.get("redis_list")
             url = self.transport.redis_url_for(route.final) if key else None
             if url is None or norm_url(url) != self._local:
-                return False
+                return None
             out = pb.AIOSPacket()
             out.CopyFrom(packet)
             out.output_ptr = route.final_ptr(label)
@@ -185,14 +185,14 @@ class VdagForwarder:
             target = graph.nodes[succ]
             url = self.transport.redis_url_for(target.executor)
             if url is None or norm_url(url) != self._local:
-                return False
+                return None
             entry = self.transport._live.get((self._local, target.block_id or ""))
             if (
                 entry is None
                 or not entry.live
                 or now - entry.fetched_at > 2 * self.transport.refresh_s
             ):
-                return False  # the async path refreshes the list
+                return None  # the async path refreshes the list
             self._rr += 1
             iid = self.transport._order(entry.live, packet.session_id, self._rr)[0]
             out = pb.AIOSPacket()
@@ -213,39 +213,24 @@ class VdagForwarder:
         if self._enqueue_sha is None and any(op[0] == "enqueue" for op in ops):
             self._enqueue_sha = client.script_load(_ENQUEUE_LUA)
         if not self._first_time(route, "ok"):
-            return True  # a repeat (muxed group): already routed
+            return SyncPlan(self, route, packet, [])  # a repeat (muxed group): done already
+        return SyncPlan(self, route, packet, ops)
+
+    def route_sync(self, packet: pb.AIOSPacket, route: VdagRoute, client: Any) -> bool:
+        """`plan_sync` sent on its own (one round trip). False: take the async path."""
+        plan = self.plan_sync(packet, route, client)
+        if plan is None:
+            return False
         pipe = client.pipeline(transaction=False)
-        for kind, key, payload, max_len, _ in ops:
-            if kind == "enqueue":
-                pipe.evalsha(self._enqueue_sha, 1, key, payload, max_len, QUEUE_TTL_MS)
-            else:
-                pipe.lpush(key, payload)
-                pipe.ltrim(key, 0, FINAL_MAXLEN - 1)
-                pipe.pexpire(key, FINAL_TTL_MS)
+        plan.stage(pipe)
+        if not len(pipe):
+            return True
         try:
             results = pipe.execute(raise_on_error=False)
         except BaseException:
-            self._seen.pop((route.rid, route.node, "ok"), None)  # let the async path route it
+            plan.abandon()
             raise
-        self.sync_routed += 1
-        retry: list[str] = []
-        pos = 0
-        for kind, _, _, _, succ in ops:
-            if kind == "enqueue":
-                res = results[pos]
-                pos += 1
-                if isinstance(res, Exception) or res == -1:
-                    if isinstance(res, Exception):
-                        self._enqueue_sha = None  # e.g. NOSCRIPT after a Redis restart
-                    retry.append(succ)
-            else:
-                if any(isinstance(r, Exception) for r in results[pos : pos + 3]):
-                    retry.append("")
-                pos += 3
-        if retry:
-            # Rare (a full queue, a lost script): the async path tries the other instances
-            # and reports to the caller if it cannot.
-            self._on_loop(self._retry(route, packet, retry))
+        plan.settle(results)
         return True
 
     async def _retry(self, route: VdagRoute, packet: pb.AIOSPacket, targets: list[str]) -> None:
@@ -391,3 +376,60 @@ class VdagForwarder:
         await self.transport.close()
         with contextlib.suppress(Exception):
             self._sync.close()
+
+
+class SyncPlan:
+    """Routing commands staged on a consumer thread's pipeline (see `plan_sync`)."""
+
+    def __init__(
+        self,
+        forwarder: VdagForwarder,
+        route: VdagRoute,
+        packet: pb.AIOSPacket,
+        ops: list[tuple[str, str, bytes, int, str]],
+    ) -> None:
+        self.forwarder = forwarder
+        self.route = route
+        self.packet = packet
+        self.ops = ops
+        self.size = 0
+
+    def stage(self, pipe: Any) -> None:
+        """Append the commands; they come first in the pipeline's results."""
+        sha = self.forwarder._enqueue_sha
+        for kind, key, payload, max_len, _ in self.ops:
+            if kind == "enqueue":
+                pipe.evalsha(sha, 1, key, payload, max_len, QUEUE_TTL_MS)
+                self.size += 1
+            else:
+                pipe.lpush(key, payload)
+                pipe.ltrim(key, 0, FINAL_MAXLEN - 1)
+                pipe.pexpire(key, FINAL_TTL_MS)
+                self.size += 3
+
+    def abandon(self) -> None:
+        """The pipeline failed as a whole: the async path must route this result."""
+        self.forwarder._seen.pop((self.route.rid, self.route.node, "ok"), None)
+
+    def settle(self, results: list[Any]) -> None:
+        """Check our share of the pipeline's results (the first `size`); a full queue or a
+        lost script is retried on the async path, which reports to the caller if it must."""
+        fwd = self.forwarder
+        retry: list[str] = []
+        pos = 0
+        for kind, _, _, _, succ in self.ops:
+            if kind == "enqueue":
+                res = results[pos]
+                pos += 1
+                if isinstance(res, Exception) or res == -1:
+                    if isinstance(res, Exception):
+                        fwd._enqueue_sha = None  # e.g. NOSCRIPT after a Redis restart
+                    retry.append(succ)
+            else:
+                if any(isinstance(r, Exception) for r in results[pos : pos + 3]):
+                    retry.append("")
+                pos += 3
+        if self.ops:
+            fwd.sync_routed += 1
+        if retry:
+            fwd._on_loop(fwd._retry(self.route, self.packet, retry))
