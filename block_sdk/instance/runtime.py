@@ -461,27 +461,43 @@ class Block:
                     item = None
                     prefetch = not self._thread_stop.is_set()
                     acks: list[tuple[str, bytes, bytes | None]] = []
+                    staged = None  # vDAG routing commands riding on the ack's round trip
                     if work is not None:
                         acks, routes = self._settle(work)
-                        if routes and not self.router.route_sync(
-                            routes, work.result, work.error, client
-                        ):
-                            # Routing uses the loop's async clients; ack only once it is done.
-                            asyncio.run_coroutine_threadsafe(
-                                self._route_all(routes, work), loop
-                            ).result(timeout=60)
-                    if len(acks) == 1:  # the common case: one script call, one round trip
+                        if routes:
+                            staged = self.router.stage_sync(routes, work.result, work.error, client)
+                            if staged is None:
+                                # Routing uses the loop's async clients; ack once it is done.
+                                asyncio.run_coroutine_threadsafe(
+                                    self._route_all(routes, work), loop
+                                ).result(timeout=60)
+                    if len(acks) == 1 and staged is None:  # common: one script call, one trip
                         keys, args = ack_and_take_call(
                             self.keys, cfg.instance_id, acks[0], prefetch
                         )
                         item = ack_and_take(keys=keys, args=args)
                         continue
                     pipe = client.pipeline(transaction=False)
+                    if staged is not None:
+                        staged.stage(pipe)
                     stage_completion(pipe, processing, acks)
                     if prefetch:
                         stage_prefetch(pipe, self.keys, cfg.instance_id)
                     if len(pipe):
-                        res = pipe.execute()
+                        if staged is None:
+                            res = pipe.execute()
+                        else:
+                            try:
+                                res = pipe.execute(raise_on_error=False)
+                            except BaseException:
+                                staged.abandon()  # nothing sent: route on the loop instead
+                                asyncio.run_coroutine_threadsafe(
+                                    self._route_all(routes, work), loop
+                                ).result(timeout=60)
+                                raise
+                            staged.settle(res)
+                            if isinstance(res[-1], Exception):
+                                raise res[-1]
                         item = res[-1] if prefetch else None
                 except (RedisError, OSError) as exc:
                     log.warning(
