@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "apps.inference",
     "apps.metrics",
     "apps.llm",
+    "apps.dashboard",
 ]
 
 MIDDLEWARE = [

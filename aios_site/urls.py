@@ -25,4 +25,5 @@ urlpatterns = [
     # Parser actions keep AIOS's paths: /api/<action>, /api/with-spec/<action>.
     path("api/", include("apps.parser.urls")),
     path("", include("django_prometheus.urls")),
+    path("", include("apps.dashboard.urls")),
 ]

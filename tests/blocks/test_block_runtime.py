@@ -175,7 +175,9 @@ def test_gpu_ids_reach_the_instances_and_reservations_are_released(network):
     gpus = {i["id"]: i["gpus"] for i in doc["instances"]}
     assert sorted(g for ids in gpus.values() for g in ids) == [0, 1]  # never the same GPU
     for instance_id, ids in gpus.items():
-        env = psutil.Process(workload_pid(instance_id)).environ()
+        # The row may not say "running" yet; psutil.Process(None) would be this very process.
+        pid = wait_until(lambda: workload_pid(instance_id), 30, f"{instance_id} to run")  # noqa: B023
+        env = psutil.Process(pid).environ()
         assert env["CUDA_VISIBLE_DEVICES"] == str(ids[0])
         assert env["NVIDIA_VISIBLE_DEVICES"] == str(ids[0])
         assert json.loads(env["ALLOCATION_INFO"])["gpus"] == ids

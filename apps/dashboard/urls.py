@@ -1,0 +1,8 @@
+"""The network dashboard (server-rendered pages)."""
+
+from django.urls import path
+from django.views.generic import RedirectView
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/admin/", permanent=False), name="home"),
+]
