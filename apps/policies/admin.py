@@ -164,9 +164,17 @@ class PolicyExecutorAdmin(JsonReadableAdmin):
 
 @admin.register(PolicyJob)
 class PolicyJobAdmin(JsonReadableAdmin):
-    list_display = ("job_id", "name", "policy_rule_uri", "status", "executor", "created_at")
+    list_display = (
+        "job_id",
+        "name",
+        "policy_rule_uri",
+        "status",
+        "executor",
+        "cluster_id",
+        "created_at",
+    )
     list_filter = ("status", "created_at")
-    search_fields = ("job_id", "name", "policy_rule_uri")
+    search_fields = ("job_id", "name", "policy_rule_uri", "cluster_id", "workload_id")
     date_hierarchy = "created_at"
     json_fields = ("policy_rule_parameters", "inputs", "node_selector", "result", "error")
     readonly_fields = (
@@ -176,6 +184,8 @@ class PolicyJobAdmin(JsonReadableAdmin):
         "policy_rule_uri",
         "executor",
         "executor_id_requested",
+        "cluster_id",
+        "workload_id",
         "status",
         "task",
         "owner",

@@ -103,7 +103,8 @@ class PolicyExecutor(OwnedModel):
 
 
 class PolicyJob(OwnedModel):
-    """A one-off run of a policy (Type 3), carried out by a Celery task."""
+    """A one-off run of a policy (Type 3), carried out by a Celery task (in the worker, or
+    as a job workload on ``cluster_id``)."""
 
     job_id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     name = models.CharField(max_length=200)
@@ -118,6 +119,14 @@ class PolicyJob(OwnedModel):
     )
     executor_id_requested = models.CharField(max_length=63, blank=True, default="")
     node_selector = models.JSONField(default=dict, blank=True)
+    # With a cluster the job runs there, as a ``job`` workload of the cluster's driver
+    # (``block_sdk.policy_runtime.job_runner``), instead of in the Celery worker.
+    cluster_id = models.CharField(
+        max_length=63, blank=True, default="", db_index=True, help_text="Run on this cluster."
+    )
+    workload_id = models.CharField(
+        max_length=128, blank=True, default="", help_text="The cluster workload that ran it."
+    )
     status = models.CharField(
         max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING, db_index=True
     )

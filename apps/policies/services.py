@@ -6,8 +6,9 @@ Execution: ``evaluate_policy`` (modes ``sandbox`` — the default for every cont
 ``local`` for trusted built-ins, ``remote`` on a registered executor), ``run_management``,
 ``execute_failure_policy``.
 Types 2 to 5: executors (``register_executor``, ``check_executor``, ``execute_on_executor``),
-jobs (``submit_job``, ``run_job``), functions (``create_function``, ``call_function``,
-``function_management``, ``reconcile_function``, ``delete_function``) and graphs
+jobs (``submit_job``, ``run_job``; on a cluster ``run_job_on_cluster``), functions
+(``create_function``, ``call_function``, ``function_management``, ``reconcile_function``,
+``delete_function``) and graphs
 (``create_graph``, ``update_graph``, ``execute_graph``).
 
 Every failure of policy code surfaces as ``PolicyExecutionError`` (HTTP 422, ``code`` one of
@@ -880,11 +881,14 @@ def submit_job(
     inputs: Any = None,
     executor_id: str | None = None,
     node_selector: dict[str, Any] | None = None,
+    cluster_id: str | None = None,
     owner: Any = None,
 ) -> PolicyJob:
     """Record a job and queue its one run (Celery, task type ``policy_job``).
 
-    With ``executor_id`` the policy runs on that executor, else sandboxed in the worker.
+    With ``executor_id`` the policy runs on that executor; with ``cluster_id`` it runs on that
+    cluster as a job workload of its driver (``node_selector`` may pin ``{"node_id": ...}``;
+    staff or the cluster's owner only); else sandboxed in the worker.
     """
     from apps.policies import tasks as policy_tasks
     from apps.tasks import services as task_services
@@ -893,7 +897,16 @@ def submit_job(
         raise ValidationFailed("name is required", details=[{"field": "name"}])
     if policy_rule_parameters is not None and not isinstance(policy_rule_parameters, dict):
         raise ValidationFailed("policy_rule_parameters must be a JSON object")
+    if node_selector is not None and not isinstance(node_selector, dict):
+        raise ValidationFailed("node_selector must be a JSON object")
     rule = get_policy(policy_rule_uri)
+    if cluster_id and executor_id:
+        raise ValidationFailed(
+            "a job runs either on a policy executor or on a cluster: give executor_id or "
+            "cluster_id, not both"
+        )
+    if cluster_id:
+        check_job_cluster(cluster_id, node_selector or {}, owner)
     executor = get_executor(executor_id) if executor_id else None
     owner = owner if owner is not None and getattr(owner, "is_authenticated", False) else None
     with transaction.atomic():
@@ -906,6 +919,7 @@ def submit_job(
             executor=executor,
             executor_id_requested=executor_id or "",
             node_selector=node_selector or {},
+            cluster_id=cluster_id or "",
             owner=owner,
         )
         job.task = task_services.submit(
@@ -917,6 +931,7 @@ def submit_job(
                 "name": job.name,
                 "policy_rule_uri": policy_rule_uri,
                 "executor_id": executor_id or "",
+                "cluster_id": cluster_id or "",
             },
             job_id=str(job.job_id),
         )
@@ -934,6 +949,8 @@ def run_job(job_id: str, recorder: Any = None) -> dict[str, Any]:
     )
     if recorder is not None:
         recorder.progress(10, f"running {job.policy_rule_uri}", job_id=str(job.job_id))
+    if job.cluster_id:
+        return run_job_on_cluster(job, recorder)
     executor_id = job.executor.executor_id if job.executor else None
     try:
         result = evaluate_policy(
@@ -960,6 +977,321 @@ def run_job(job_id: str, recorder: Any = None) -> dict[str, Any]:
     )
     log.info("event=policy_job_completed job_id=%s", job.job_id)
     return {"job_id": str(job.job_id), "result": result}
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs on a cluster (T3 through the cluster's driver)
+# ---------------------------------------------------------------------------------------------
+
+JOB_RUNNER_ENTRY_POINT = "block_sdk.policy_runtime.job_runner"
+JOB_POLL_S = 0.5
+JOB_LOG_TAIL_BYTES = 64 * 1024
+
+
+def _env_seconds(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def cluster_job_timeout() -> float:
+    """Seconds a policy job may run on a cluster (``AIOS_POLICY_JOB_TIMEOUT_S``, 600)."""
+    return _env_seconds("AIOS_POLICY_JOB_TIMEOUT_S", 600.0)
+
+
+def cluster_job_start_timeout() -> float:
+    """Seconds for the job to be picked up and started: a node agent's reconcile, a pod's
+    scheduling and image pull (``AIOS_POLICY_JOB_START_TIMEOUT_S``, 120)."""
+    return _env_seconds("AIOS_POLICY_JOB_START_TIMEOUT_S", 120.0)
+
+
+def _job_node_id(node_selector: dict[str, Any]) -> str:
+    value = node_selector.get("node_id") or node_selector.get("nodeId") or ""
+    return value if isinstance(value, str) else ""
+
+
+def check_job_cluster(cluster_id: Any, node_selector: dict[str, Any], user: Any) -> Any:
+    """The cluster a job may run on: it exists and is live, the caller is staff or its
+    owner, and a pinned node belongs to it. Raises 400/403/404/409."""
+    from apps.clusters.choices import ClusterStatus
+    from apps.clusters.drivers import ensure_available
+    from apps.clusters.models import Cluster
+    from apps.core.errors import Forbidden
+
+    if not isinstance(cluster_id, str) or not cluster_id:
+        raise ValidationFailed("cluster_id must be a cluster id", details=[{"field": "cluster_id"}])
+    cluster = Cluster.objects.filter(pk=cluster_id).first()
+    if cluster is None:
+        raise NotFound(f"cluster {cluster_id!r} does not exist")
+    is_staff = bool(getattr(user, "is_staff", False))
+    if not is_staff and (cluster.owner_id is None or cluster.owner_id != getattr(user, "pk", None)):
+        raise Forbidden(f"only staff or the owner of cluster {cluster_id!r} may run jobs on it")
+    if cluster.status != ClusterStatus.LIVE:
+        raise Conflict(f"cluster {cluster_id!r} is {cluster.status}, not live")
+    ensure_available(cluster.driver)
+    node_id = _job_node_id(node_selector)
+    if node_id and not cluster.nodes.filter(pk=node_id).exists():
+        raise NotFound(f"node {node_id!r} is not in cluster {cluster_id!r}")
+    return cluster
+
+
+def job_workload_id(job: PolicyJob) -> str:
+    """One workload per job, named after it: a redelivered task finds it instead of
+    starting a second run."""
+    return f"policy-job-{job.job_id.hex[:20]}"
+
+
+def _job_runner_args(job: PolicyJob, timeout: float, result_path: str | None) -> list[str]:
+    args = [
+        "--uri",
+        job.policy_rule_uri,
+        "--input",
+        json.dumps(job.inputs, separators=(",", ":")),
+        "--timeout",
+        f"{timeout:g}",
+    ]
+    if job.policy_rule_parameters:
+        args += ["--parameters", json.dumps(job.policy_rule_parameters, separators=(",", ":"))]
+    if result_path:
+        args += ["--result-path", result_path]
+    return args
+
+
+def _local_result_path(job: PolicyJob) -> str:
+    return str(django_settings.AIOS_DATA_DIR / "policy-jobs" / str(job.job_id) / "result.json")
+
+
+def _last_json_line(text: str) -> Any:
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                doc = json.loads(line)
+                if isinstance(doc, dict) and ("result" in doc or "error" in doc):
+                    return doc
+    return None
+
+
+def _read_tail(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - JOB_LOG_TAIL_BYTES))
+            return handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def _local_job_outcome(workload: Any, result_path: str) -> dict[str, Any]:
+    """What a job runner on a node agent left: its result file, else its log's last line."""
+    from pathlib import Path
+
+    doc: Any = None
+    source = None
+    result_file = Path(result_path)
+    with contextlib.suppress(OSError, ValueError):
+        doc = json.loads(result_file.read_text(encoding="utf-8"))
+        source = "result-file"
+    with contextlib.suppress(OSError):  # read once; the job's record keeps it from now on
+        result_file.unlink()
+        result_file.parent.rmdir()
+    tail = ""
+    if not isinstance(doc, dict) and workload.log_path:
+        tail = _read_tail(workload.log_path)
+        doc = _last_json_line(tail)
+        source = "log" if doc is not None else None
+    return {
+        "exit_code": workload.exit_code,
+        "source": source,
+        "result": doc,
+        "raw": tail[-2000:],
+    }
+
+
+def _job_outcome(
+    driver: Any, workload: Any, result_path: str | None
+) -> tuple[Any, dict[str, Any] | None]:
+    """``(result, None)`` or ``(None, error)`` from what the job runner reported."""
+    if result_path is None:
+        read = driver.job_result(workload.id)  # the driver reads its own (Kubernetes: pod)
+    else:
+        read = _local_job_outcome(workload, result_path)
+    doc = read.get("result")
+    exit_code = read.get("exit_code", workload.exit_code)
+    if isinstance(doc, dict) and isinstance(doc.get("error"), dict):
+        error = doc["error"]
+        return None, {
+            "code": str(error.get("code") or RuntimeCode.EXCEPTION),
+            "message": str(error.get("message") or "the policy job failed"),
+            "details": error.get("details") if isinstance(error.get("details"), list) else [],
+        }
+    if isinstance(doc, dict) and "result" in doc and exit_code in (0, None):
+        return doc["result"], None
+    tail = str(read.get("raw") or workload.last_error or "")[-500:]
+    return None, {
+        "code": RuntimeCode.EXCEPTION if exit_code else PolicyErrorCode.BAD_OUTPUT,
+        "message": f"the job runner exited with code {exit_code} without a result"
+        + (f": {tail}" if tail else ""),
+        "details": [{"workload_id": workload.id, "exit_code": exit_code}],
+    }
+
+
+def _wait_for_job(workload_id: str, *, timeout: float, start_timeout: float, recorder: Any) -> Any:
+    """Poll the workload row until the job ended; bounded by start + run timeouts."""
+    from apps.clusters.choices import WorkloadStatus
+    from apps.clusters.models import Workload
+
+    finished = (WorkloadStatus.EXITED, WorkloadStatus.FAILED, WorkloadStatus.STOPPED)
+    started = time.monotonic()
+    deadline = started + start_timeout + timeout
+    start_deadline = started + start_timeout
+    seen = ""
+    while True:
+        row = Workload.objects.filter(pk=workload_id).first()
+        if row is None:
+            raise PolicyExecutionError(
+                PolicyErrorCode.UNAVAILABLE, f"job workload {workload_id} was removed"
+            )
+        if row.status in finished:
+            return row
+        now = time.monotonic()
+        if row.status != seen:
+            seen = row.status
+            if recorder is not None:
+                recorder.progress(
+                    40 if row.status == WorkloadStatus.RUNNING else 25,
+                    f"job workload {workload_id} on {row.node_id}: {row.status}",
+                    workload_status=row.status,
+                )
+        if row.status == WorkloadStatus.PENDING and now > start_deadline:
+            raise PolicyExecutionError(
+                PolicyErrorCode.UNAVAILABLE,
+                f"job workload {workload_id} did not start within {start_timeout:g}s on node "
+                f"{row.node_id} (is its node agent running?)",
+            )
+        if now > deadline:
+            raise PolicyExecutionError(
+                PolicyErrorCode.TIMEOUT, f"the job did not finish within {timeout:g}s"
+            )
+        time.sleep(JOB_POLL_S)
+
+
+def run_job_on_cluster(job: PolicyJob, recorder: Any = None) -> dict[str, Any]:
+    """Run a job as a ``job`` workload of its cluster's driver and record what it reported.
+
+    The workload runs ``block_sdk.policy_runtime.job_runner``, which fetches the policy from
+    the control plane's registry and writes one JSON document. A driver that reads results
+    back itself (``job_result``: Kubernetes, from the pod's termination message or log) is
+    asked; otherwise (local driver) the runner writes to a file under ``AIOS_DATA_DIR`` and
+    the control plane reads it, or the workload's log. The workload is removed afterwards.
+    Raises ``PolicyExecutionError`` after recording a failure on the job.
+    """
+    from apps.clusters.choices import RestartPolicy, WorkloadKind
+    from apps.clusters.drivers import WorkloadSpec, get_driver
+    from apps.clusters.models import Cluster, Workload
+
+    timeout = cluster_job_timeout()
+    workload_id = job.workload_id or job_workload_id(job)
+    driver = None
+    try:
+        cluster = Cluster.objects.filter(pk=job.cluster_id).first()
+        if cluster is None:
+            raise NotFound(f"cluster {job.cluster_id!r} does not exist any more")
+        rule = get_policy(job.policy_rule_uri)
+        parameters = {**(rule.policy_parameters or {}), **(job.policy_rule_parameters or {})}
+        problem = first_error(rule.policy_parameters_schema, parameters)
+        if problem:
+            raise PolicyExecutionError(
+                PolicyErrorCode.BAD_INPUT, f"parameters do not match the policy's schema {problem}"
+            )
+        driver = get_driver(cluster)
+        reads_back = callable(getattr(driver, "job_result", None))
+        result_path = None if reads_back else _local_result_path(job)
+        if not Workload.objects.filter(pk=workload_id).exists():
+            node_id = _job_node_id(job.node_selector or {})
+            spec = WorkloadSpec(
+                kind=WorkloadKind.JOB,
+                entry_point=JOB_RUNNER_ENTRY_POINT,
+                args=_job_runner_args(job, timeout, result_path),
+                node_id=node_id or None,
+                restart_policy=RestartPolicy.NEVER,
+                resources={"timeout_s": int(timeout) + 30},  # the runner's own limit fires first
+                labels={"policy_job_id": str(job.job_id)},
+                id=workload_id,
+            )
+            with contextlib.suppress(Conflict):  # a redelivered task: the run already exists
+                driver.run_job(spec)
+        PolicyJob.objects.filter(pk=job.pk).update(
+            workload_id=workload_id, updated_at=timezone.now()
+        )
+        if recorder is not None:
+            recorder.progress(
+                20,
+                f"job workload {workload_id} submitted to cluster {cluster.id}",
+                workload_id=workload_id,
+                cluster_id=cluster.id,
+            )
+        row = _wait_for_job(
+            workload_id,
+            timeout=timeout,
+            start_timeout=cluster_job_start_timeout(),
+            recorder=recorder,
+        )
+        result, error = _job_outcome(driver, row, result_path)
+        if error is not None:
+            raise PolicyExecutionError(error["code"], error["message"], error["details"])
+    except ApiError as exc:
+        PolicyJob.objects.filter(pk=job.pk).update(
+            status=JobStatus.FAILED,
+            error=exc.as_dict()["error"],
+            finished_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+        log.info(
+            "event=policy_job_failed job_id=%s cluster_id=%s workload_id=%s code=%s",
+            job.job_id,
+            job.cluster_id,
+            workload_id,
+            exc.code,
+        )
+        _remove_job_workload(driver, workload_id)
+        raise
+    PolicyJob.objects.filter(pk=job.pk).update(
+        status=JobStatus.COMPLETED,
+        result=result,
+        finished_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
+    log.info(
+        "event=policy_job_completed job_id=%s cluster_id=%s workload_id=%s",
+        job.job_id,
+        job.cluster_id,
+        workload_id,
+    )
+    _remove_job_workload(driver, workload_id)
+    return {
+        "job_id": str(job.job_id),
+        "cluster_id": job.cluster_id,
+        "workload_id": workload_id,
+        "result": result,
+    }
+
+
+def _remove_job_workload(driver: Any, workload_id: str) -> None:
+    """The run is recorded: its process, Job and pods go (best effort, never fails the job)."""
+    if driver is None:
+        return
+    try:
+        driver.remove_workload(workload_id)
+    except ApiError as exc:
+        if exc.status_code != 404:
+            log.warning(
+                "event=policy_job_workload_not_removed workload_id=%s error=%s",
+                workload_id,
+                exc.message,
+            )
 
 
 # ---------------------------------------------------------------------------------------------

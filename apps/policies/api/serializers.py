@@ -244,6 +244,8 @@ class PolicyJobSerializer(serializers.ModelSerializer):
             "inputs",
             "executor_id",
             "node_selector",
+            "cluster_id",
+            "workload_id",
             "status",
             "result",
             "error",
@@ -269,7 +271,20 @@ class PolicyJobCreateSerializer(serializers.Serializer):
     policy_rule_parameters = serializers.DictField(required=False, allow_null=True)
     inputs = serializers.JSONField(required=False, allow_null=True)
     executor_id = serializers.CharField(required=False, allow_blank=True, allow_null=True)
-    node_selector = serializers.DictField(required=False, allow_null=True)
+    node_selector = serializers.DictField(
+        required=False,
+        allow_null=True,
+        help_text='With cluster_id, {"node_id": ...} pins the job to a node of that cluster.',
+    )
+    cluster_id = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        allow_null=True,
+        max_length=63,
+        help_text="Run the job on this cluster (a job workload of its driver: a process of a "
+        "node agent, or a Kubernetes Job) instead of in a Celery worker. Staff or the "
+        "cluster's owner only.",
+    )
 
 
 # -- functions -----------------------------------------------------------------------------------

@@ -296,7 +296,8 @@ class PolicyJobViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """One-off policy runs (T3), carried out by Celery; status also in ``/api/v1/tasks/``."""
+    """One-off policy runs (T3), carried out by Celery (or, with ``cluster_id``, as a job
+    workload on that cluster); status also in ``/api/v1/tasks/``."""
 
     queryset = PolicyJob.objects.select_related("owner", "executor", "task")
     serializer_class = s.PolicyJobSerializer
@@ -326,6 +327,7 @@ class PolicyJobViewSet(
             inputs=body.get("inputs"),
             executor_id=body.get("executor_id") or None,
             node_selector=body.get("node_selector"),
+            cluster_id=body.get("cluster_id") or None,
             owner=request.user,
         )
         return Response(s.PolicyJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
