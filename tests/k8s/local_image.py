@@ -110,6 +110,8 @@ def build_rootfs(dest: Path) -> None:
             shutil.copy2(src, target)
             if target.suffix == ".so" or ".so." in target.name:
                 elf.append(target)
+    # Debian's interpreter looks in dist-packages, python.org builds in site-packages.
+    (site.parent / "dist-packages").symlink_to("site-packages")
     for name in APP_DIRS:
         shutil.copytree(
             ROOT / name,
