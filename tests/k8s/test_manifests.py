@@ -492,3 +492,20 @@ def test_a_bad_kubernetes_config_is_a_clear_400(kubernetes, message) -> None:
     with pytest.raises(ValidationFailed) as caught:
         cfg(**kubernetes)
     assert message in caught.value.message
+
+
+def test_node_metrics_daemonset_probes_its_health_port_and_mounts_an_optional_token():
+    from apps.clusters.drivers.k8s import config as k8s_config
+    from apps.clusters.drivers.k8s import manifests
+
+    cfg = k8s_config.parse("nm-cluster", {})
+    docs = manifests.cluster_manifests(cfg, {"kube-node-1": "node-1"})
+    daemonsets = [d for d in docs if d["kind"] == "DaemonSet"]
+    assert daemonsets, "cluster provisioning renders the node-metrics DaemonSet"
+    pod = daemonsets[0]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["AIOS_API_TOKEN_FILE"] == "/etc/aios-token/token"
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": 9109}
+    token = next(v for v in pod["volumes"] if v["name"] == "token")
+    assert token["secret"] == {"secretName": "aios-node-metrics-token", "optional": True}

@@ -29,6 +29,7 @@ HTTP_PATHS = {
     "instance": "/health",
     "policy-executor": "/health",
     "policy-function": "/health",
+    "node-metrics": "/health",
 }
 
 
@@ -101,7 +102,13 @@ def main(argv: list[str]) -> int:
     role, port = recorded_role()
     if argv:
         role, port = argv[0], (argv[1] if len(argv) > 1 else port)
-    defaults = {"web": "8000", "flower": "5555", "executor": "18001", "instance": "18001"}
+    defaults = {
+        "web": "8000",
+        "flower": "5555",
+        "executor": "18001",
+        "instance": "18001",
+        "node-metrics": "9109",
+    }
     port = port or os.environ.get("AIOS_HEALTH_PORT", "") or defaults.get(role, "")
     healthy = check(role, port)
     if not healthy:

@@ -47,6 +47,9 @@ NODE_METRICS_SERVICE_ACCOUNT = "aios-node-metrics"
 REDIS_SERVICE_ACCOUNT = "aios-redis"
 REDIS_NAME = "aios-redis"
 NODE_METRICS_NAME = "aios-node-metrics"
+NODE_METRICS_TOKEN_SECRET = "aios-node-metrics-token"  # noqa: S105 - a Secret's name
+NODE_METRICS_TOKEN_KEY = "token"  # noqa: S105 - a key name in it
+NODE_METRICS_HEALTH_PORT = 9109
 NODE_IDS_CONFIGMAP = "aios-node-ids"
 NODE_IDS_FILE = "node-ids.json"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -932,19 +935,23 @@ def _node_metrics_objects(cfg: K8sConfig, node_ids: dict[str, str]) -> list[dict
             {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
             {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "utility"},
             {"name": "AIOS_RUN_DIR", "value": "/tmp"},  # noqa: S108
+            # The token the agent pushes with (docs/kubernetes.md §7): an optional Secret the
+            # operator creates; re-read on every push, so rotating it needs no restart.
+            {"name": "AIOS_API_TOKEN_FILE", "value": f"/etc/aios-token/{NODE_METRICS_TOKEN_KEY}"},
+            {"name": "AIOS_HEALTH_PORT", "value": str(NODE_METRICS_HEALTH_PORT)},
         ],
         "resources": {
             "requests": {"cpu": "50m", "memory": "64Mi"},
             "limits": {"cpu": "200m", "memory": "256Mi"},
         },
-        # The agent serves no endpoint; alive while its process runs.
+        # /health answers 503 only when sampling stalls, not while the control plane is down.
         "livenessProbe": {
-            "exec": {"command": ["/bin/sh", "-c", "kill -0 1"]},
+            "httpGet": {"path": "/health", "port": NODE_METRICS_HEALTH_PORT},
             "periodSeconds": 30,
             "timeoutSeconds": 5,
         },
         "readinessProbe": {
-            "exec": {"command": ["/bin/sh", "-c", "kill -0 1"]},
+            "httpGet": {"path": "/health", "port": NODE_METRICS_HEALTH_PORT},
             "periodSeconds": 30,
             "timeoutSeconds": 5,
         },
@@ -953,6 +960,7 @@ def _node_metrics_objects(cfg: K8sConfig, node_ids: dict[str, str]) -> list[dict
         "volumeMounts": [
             {"name": "host", "mountPath": "/host", "readOnly": True},
             {"name": "node-ids", "mountPath": "/etc/aios", "readOnly": True},
+            {"name": "token", "mountPath": "/etc/aios-token", "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108
         ],
     }
@@ -989,6 +997,13 @@ def _node_metrics_objects(cfg: K8sConfig, node_ids: dict[str, str]) -> list[dict
                         "volumes": [
                             {"name": "host", "hostPath": {"path": "/", "type": "Directory"}},
                             {"name": "node-ids", "configMap": {"name": NODE_IDS_CONFIGMAP}},
+                            {
+                                "name": "token",
+                                "secret": {
+                                    "secretName": NODE_METRICS_TOKEN_SECRET,
+                                    "optional": True,
+                                },
+                            },
                             {"name": "tmp", "emptyDir": {}},
                         ],
                     },
