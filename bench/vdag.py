@@ -318,12 +318,12 @@ RAY_SCRIPT = textwrap.dedent("""
     import ray
     from ray import serve
 
-    @serve.deployment
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
     class Stage:
         def __init__(self, tag): self.tag = tag
         def __call__(self, data): return {**data, "echo": True, "tag": self.tag}
 
-    @serve.deployment
+    @serve.deployment(ray_actor_options={"num_cpus": 0})
     class Pipe:
         def __init__(self, a, b, c): self.s = [a, b, c]
         async def __call__(self, data):
@@ -343,26 +343,50 @@ RAY_SCRIPT = textwrap.dedent("""
     while time.monotonic() < t_end:
         rs = [handle.remote({"text": "hello"}) for _ in range(32)]
         [r.result() for r in rs]; done += 32
-    import psutil
-    rss = sum(p.memory_info().rss for p in psutil.Process().children(recursive=True)) \
-        + psutil.Process().memory_info().rss
     print(json.dumps({"p50": lat[len(lat)//2], "p99": lat[int(len(lat)*.99)],
-                      "rps": done / float(sys.argv[2]), "rss_mb": rss / 2**20}))
+                      "rps": done / float(sys.argv[2])}), flush=True)
+    time.sleep(30)  # the parent measures the memory of the running cluster meanwhile
 """)
 
 
 def ray_serve(python: str, n: int, seconds: float) -> dict | None:
+    """Run the same pipeline in Ray Serve in its own interpreter; the RSS is that of its
+    whole process tree (driver, GCS, raylet, workers, Serve controller and proxy)."""
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
         f.write(RAY_SCRIPT)
+    proc = subprocess.Popen(
+        [python, f.name, str(n), str(seconds)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
     try:
-        out = subprocess.run(
-            [python, f.name, str(n), str(seconds)], capture_output=True, text=True, timeout=600
-        )
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        line = ""
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not line.startswith("{"):
+            line = proc.stdout.readline() if proc.stdout else ""
+            if not line and proc.poll() is not None:
+                raise RuntimeError(f"exited with {proc.returncode}")
+        result = json.loads(line)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        rss = 0
+        for p in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                rss += p.memory_info().rss
+        result["rss_mb"] = rss / 2**20
+        result["processes"] = len(tree)
+        return result
     except Exception as exc:  # an optional comparison: report and go on
         print(f"  Ray Serve run failed: {exc}")
         return None
     finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         os.unlink(f.name)
 
 
