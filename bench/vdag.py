@@ -420,7 +420,7 @@ def main() -> int:
             f"3 blocks called in turn by the client through their executors: p50 "
             f"{pct(naive, 50) * ms:.3f} ms"
         )
-        port1, _ = pipe.controller(1)
+        port1, ctl1 = pipe.controller(1)
         port3, ctl3 = pipe.controller(3)
         roles = [*pipe.procs[:6:2], ctl3]  # the three instances, then the 3-stage controller
         before = cpu_s(roles)
@@ -456,7 +456,7 @@ def main() -> int:
             f"3-stage throughput, {a.concurrency} concurrent callers: {rps:.0f} req/s "
             f"({err} errors)"
         )
-        live = [p for p in pipe.procs if p.poll() is None]
+        live = [p for p in pipe.procs if p.poll() is None and p is not ctl1]
         rss = pipe.rss_mb(live)
         print(f"total RSS of the pipeline's {len(live)} processes: {rss:.0f} MiB")
         if a.ray_python:
