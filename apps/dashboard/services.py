@@ -484,8 +484,9 @@ def block_detail(block_id: str) -> dict[str, Any]:
         for name, workload_id in sorted(service_ids.items())
     ]
     vdags = list(VDag.objects.filter(block_ids__contains=[block.pk]).order_by("pk"))
+    # "blk", not "block": inside a template's {% block %} tag, "block" is the tag itself.
     return {
-        "block": block,
+        "blk": block,
         "instances": views,
         "healthy": sum(1 for v in views if v.instance.health == InstanceHealth.HEALTHY),
         "services": services,

@@ -131,7 +131,7 @@ class BlockDetailView(DashboardView):
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         context = super().get_context_data(**kwargs)
         context.update(services.block_detail(self.kwargs["block_id"]))
-        context["title"] = f"Block {context['block'].pk}"
+        context["title"] = f"Block {context['blk'].pk}"
         return context
 
 

@@ -220,9 +220,10 @@ def build_network(owner, other_owner) -> Network:
 
 @pytest.fixture
 def network(user, other_user):
+    client = metrics._redis()  # the real one, even if a test swaps it out
     net = build_network(user, other_user)
     yield net
-    metrics._redis().delete(*net.redis_keys)
+    client.delete(*net.redis_keys)
 
 
 @pytest.fixture
