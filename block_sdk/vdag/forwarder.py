@@ -122,6 +122,15 @@ class VdagForwarder:
             if merged is None:
                 return None
             packet = merged
+        elif route.skipped and block_muxes:
+            # The block's own Muxer would wait for an input that will never come.
+            raise DataPlaneError(
+                FAILED_PRECONDITION,
+                f"a branch into {route.node} was pruned by conditional routing, but its block "
+                "merges inputs with its own Muxer, which cannot be told; remove get_muxer() "
+                "from the block to let the router merge",
+                node=route.node,
+            )
         elif route.skipped:
             # Only fan-in nodes receive skip markers; anything else just passes the skip on.
             self._on_loop(self.skip_from(route, route.node, packet))

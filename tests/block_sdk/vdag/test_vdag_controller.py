@@ -156,6 +156,32 @@ def test_conditional_branches_rejoin_at_a_fan_in(blocks: Network):
     assert time.monotonic() - started < 5  # no waiting out a timeout for the pruned branch
 
 
+def test_pruning_a_branch_into_a_block_with_its_own_muxer_fails_clearly(blocks: Network):
+    n = blocks
+    parity = {
+        "policyRuleURI": "test.route_by_parity",
+        "parameters": {"even": "even", "odd": "odd"},
+    }
+    g = n.graph(
+        [
+            n.node("a", "add1", post_policy=parity),
+            n.node("even", "mul3"),
+            n.node("odd", "add10"),
+            n.node("join", "muxsum"),
+        ],
+        {"even": ["a"], "odd": ["a"], "join": ["even", "odd"]},
+        ["a"],
+        ["join"],
+    )
+    ctl = n.start_controller(g)
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as info:
+        ctl.infer({"x": 1}, session_id="mux-prune")
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "own Muxer" in json.loads(info.value.details())["error"]["message"]
+    assert time.monotonic() - started < 5
+
+
 def test_a_policy_that_prunes_everything_answers_empty(blocks: Network):
     n = blocks
     g = n.graph(
