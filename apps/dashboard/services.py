@@ -50,9 +50,12 @@ from . import svg
 
 log = logging.getLogger("aios.dashboard")
 
-# Node history drawn in a row's sparkline: the latest points of the last hour.
+# History drawn in a sparkline: the last hour, at most SPARK_READ points read per node (an
+# hour at the default 15 s sampling interval), averaged down to SPARK_POINTS to draw.
 SPARK_WINDOW = timedelta(hours=1)
+SPARK_READ = 240
 SPARK_POINTS = 60
+BLOCK_CHARTS = ("queue_total", "latency_p50_ms", "fps")
 CPU_KEY = "vcpu.utilization"
 MEMORY_KEY = "memory.averageUtil"
 # Block metrics the health checker reports (block_sdk.block_controller.health), in the
@@ -117,8 +120,20 @@ def latest_entity_metrics(entity_type: str, entity_ids: list[str]) -> dict[str, 
     }
 
 
+def downsample(values: list[float], points: int = SPARK_POINTS) -> list[float]:
+    """At most ``points`` values: consecutive runs averaged (a sparkline is ~120 px wide)."""
+    if len(values) <= points:
+        return values
+    size = len(values) / points
+    out = []
+    for i in range(points):
+        chunk = values[int(i * size) : int((i + 1) * size)] or [values[int(i * size)]]
+        out.append(sum(chunk) / len(chunk))
+    return out
+
+
 def node_history_series(
-    node_ids: list[str], *, window: timedelta = SPARK_WINDOW, points: int = SPARK_POINTS
+    node_ids: list[str], *, window: timedelta = SPARK_WINDOW, points: int = SPARK_READ
 ) -> dict[str, dict[str, list[float]]]:
     """CPU and memory utilisation history of many nodes in one query: the latest ``points``
     samples of each node within ``window``, oldest first. Only the two numbers are read (not
@@ -151,10 +166,20 @@ def node_sparkline(history: dict[str, list[float]] | None) -> Any:
     history = history or {}
     return svg.sparkline_svg(
         [
-            svg.Series("CPU", "spark-cpu", history.get("cpu", [])),
-            svg.Series("memory", "spark-mem", history.get("mem", [])),
+            svg.Series("CPU", "spark-cpu", downsample(history.get("cpu", []))),
+            svg.Series("memory", "spark-mem", downsample(history.get("mem", []))),
         ]
     )
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    """A JSON column that should hold an object; anything else reads as empty (a page shows
+    what it can rather than fail on one odd row)."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _age_s(when: datetime | None, now: datetime) -> float | None:
@@ -450,7 +475,7 @@ def block_detail(block_id: str) -> dict[str, Any]:
     # The block's own services (executor, block controller, init container) by name.
     service_ids = {
         name: str(entry.get("workload_id"))
-        for name, entry in (block.services or {}).items()
+        for name, entry in _dict(block.services).items()
         if isinstance(entry, dict) and entry.get("workload_id")
     }
     workload_ids = [i.workload_id for i in instances if i.workload_id]
@@ -469,18 +494,23 @@ def block_detail(block_id: str) -> dict[str, Any]:
     ]
     live, live_ok = _live_entity("block", block.pk)
     history: dict[str, list[float]] = defaultdict(list)
-    for point in metrics.entity_history("block", block.pk, since=timezone.now() - SPARK_WINDOW):
-        history[point["name"]].append(point["value"])
+    for name in BLOCK_CHARTS:  # one bounded query per chart: a constant three
+        for point in metrics.entity_history(
+            "block", block.pk, name=name, since=timezone.now() - SPARK_WINDOW, limit=SPARK_READ
+        ):
+            history[name].append(point["value"])
     charts = [
         (
             name,
-            svg.sparkline_svg([svg.Series(name, "spark-block", history[name], unit="")], hi=None),
+            svg.sparkline_svg(
+                [svg.Series(name, "spark-block", downsample(history[name]), unit="")], hi=None
+            ),
         )
-        for name in ("queue_total", "latency_p50_ms", "fps")
+        for name in BLOCK_CHARTS
         if history.get(name)
     ]
     services = [
-        (name, (block.services or {}).get(name) or {}, workloads.get(workload_id))
+        (name, _dict(block.services).get(name), workloads.get(workload_id))
         for name, workload_id in sorted(service_ids.items())
     ]
     vdags = list(VDag.objects.filter(block_ids__contains=[block.pk]).order_by("pk"))
@@ -490,7 +520,7 @@ def block_detail(block_id: str) -> dict[str, Any]:
         "instances": views,
         "healthy": sum(1 for v in views if v.instance.health == InstanceHealth.HEALTHY),
         "services": services,
-        "endpoints": sorted((block.endpoints or {}).items()),
+        "endpoints": sorted((str(k), v) for k, v in _dict(block.endpoints).items()),
         "live": _ordered_metrics(live),
         "live_ok": live_ok,
         "charts": charts,
@@ -515,28 +545,30 @@ def graph_of(vdag: VDag) -> tuple[list[str], list[tuple[str, str]], dict[str, st
     if vdag.compiled_graph:
         try:
             compiled = CompiledGraph.from_dict(vdag.compiled_graph)
-        except GraphError as exc:
-            log.warning("event=dashboard_bad_compiled_graph vdag=%s error=%s", vdag.pk, exc)
+        except (GraphError, TypeError, ValueError, AttributeError) as exc:
+            # A stored graph this code cannot read: draw the spec instead of failing.
+            log.warning("event=dashboard_bad_compiled_graph vdag=%s error=%r", vdag.pk, exc)
         else:
             edges = [(src, dst) for src in compiled.order for dst in compiled.successors(src)]
             block_ids = {label: node.block_id or "" for label, node in compiled.nodes.items()}
             return list(compiled.order), edges, block_ids, "compiled"
     labels: list[str] = []
-    for node in vdag.nodes or (vdag.spec or {}).get("nodes") or []:
+    spec = _dict(vdag.spec)
+    for node in _list(vdag.nodes) or _list(spec.get("nodes")):
         label = node.get("nodeLabel") if isinstance(node, dict) else None
         if isinstance(label, str) and label and label not in labels:
             labels.append(label)
-    graph = vdag.graph or (vdag.spec or {}).get("graph") or {}
+    graph = _dict(vdag.graph) or _dict(spec.get("graph"))
     edges = []
-    for connection in graph.get("connections") or []:
+    for connection in _list(graph.get("connections")):
         if not isinstance(connection, dict):
             continue
         dst = connection.get("nodeLabel")
-        for item in connection.get("inputs") or []:
+        for item in _list(connection.get("inputs")):
             src = item.get("nodeLabel") if isinstance(item, dict) else item
             if isinstance(src, str) and isinstance(dst, str) and (src, dst) not in edges:
                 edges.append((src, dst))
-    assignment = {k: str(v) for k, v in (vdag.assignment or {}).items() if isinstance(v, str)}
+    assignment = {k: v for k, v in _dict(vdag.assignment).items() if isinstance(v, str)}
     return labels, edges, assignment, "spec"
 
 

@@ -21,6 +21,7 @@ urlpatterns = [
     path("dashboard/blocks/", views.BlockListView.as_view(), name="blocks"),
     path("dashboard/blocks/<str:block_id>/", views.BlockDetailView.as_view(), name="block"),
     path("dashboard/vdags/", views.VDagListView.as_view(), name="vdags"),
-    path("dashboard/vdags/<str:vdag_uri>/", views.VDagDetailView.as_view(), name="vdag"),
+    # path: a vDAG name may contain "/" (apps.core.uris.NAME_RE).
+    path("dashboard/vdags/<path:vdag_uri>/", views.VDagDetailView.as_view(), name="vdag"),
     path("dashboard/tasks/", views.TaskListView.as_view(), name="tasks"),
 ]

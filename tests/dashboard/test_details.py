@@ -164,6 +164,45 @@ def test_vdag_without_compiled_graph_draws_the_spec_and_escapes_labels(signed_in
     assert "(not assigned)" in html
 
 
+def test_vdag_with_an_unreadable_compiled_graph_draws_its_spec(signed_in, network):
+    vdag = VDag.objects.create(
+        vdag_uri="odd:1.0-dev",
+        name="odd",
+        version="1.0",
+        release_tag="dev",
+        compiled_graph={"nodes": "not an object"},
+        nodes=[{"nodeLabel": "x"}, "not a node", {"nodeLabel": "y"}],
+        graph={"connections": [{"nodeLabel": "y", "inputs": "x"}, 7]},
+        assignment=["not", "a", "map"],
+        spec=[],
+    )
+    html = page(signed_in, "vdag", vdag.pk)
+    assert "The spec's graph" in html
+    nodes, edges = drawn(graph_svg(html))
+    assert set(nodes) == {"x", "y"} and edges == set()
+
+
+def test_block_with_odd_json_columns_still_renders(signed_in, network):
+    Block.objects.filter(pk=network.blocks["b"].pk).update(endpoints=["x"], services="y")
+    html = page(signed_in, "block", network.blocks["b"].pk)
+    assert "No endpoints yet." in html
+
+
+def test_vdag_whose_name_has_a_slash_is_listed_and_drawn(signed_in, network):
+    vdag = VDag.objects.create(
+        vdag_uri="team/pipe:1.0-dev",
+        name="team/pipe",
+        version="1.0",
+        release_tag="dev",
+        nodes=[{"nodeLabel": "only"}],
+    )
+    url = reverse("dashboard:vdag", args=[vdag.pk])
+    assert url == "/dashboard/vdags/team/pipe:1.0-dev/"
+    assert url in page(signed_in, "vdags")
+    nodes, edges = drawn(graph_svg(page(signed_in, "vdag", vdag.pk)))
+    assert set(nodes) == {"only"} and edges == set()
+
+
 def test_vdag_page_lists_controllers_with_their_status(signed_in, network):
     html = page(signed_in, "vdag", network.vdag.pk)
     row = re.search(rf'<tr data-controller="{network.controller.pk}">(.*?)</tr>', html, re.S)

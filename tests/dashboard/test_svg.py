@@ -63,3 +63,13 @@ def test_sparkline_scales_percentages_and_says_when_there_is_no_history():
     assert "no history" in str(svg.sparkline_svg([svg.Series("CPU", "spark-cpu", [])]))
     one = ET.fromstring(str(svg.sparkline_svg([svg.Series("x", "c", [5.0])], hi=None)))
     assert len(next(one.iter(f"{SVG_NS}polyline")).get("points").split()) == 2
+
+
+def test_long_history_is_averaged_down_to_what_a_sparkline_can_show():
+    from apps.dashboard.services import SPARK_POINTS, downsample
+
+    values = [float(i) for i in range(240)]
+    out = downsample(values)
+    assert len(out) == SPARK_POINTS
+    assert out[0] == 1.5 and out[-1] == 237.5  # averages of runs of four
+    assert downsample([1.0, 2.0]) == [1.0, 2.0]
