@@ -78,6 +78,7 @@ class Pipeline:
         self.r = redis.Redis.from_url(redis_url)
         self.procs: list[subprocess.Popen] = []
         self.blocks: list[tuple[str, int, int]] = []  # block_id, grpc, http
+        self.controller_ids: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="vdag-bench-"))
 
     def spawn(self, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -158,6 +159,7 @@ class Pipeline:
         graph = compile_graph(nodes, conns, ["s1"], [f"s{stages}"])
         g, h = free_port(), free_port()
         ctl_id = f"bench-ctl-{uuid.uuid4().hex[:6]}"
+        self.controller_ids.append(ctl_id)
         doc = {
             "vdag_uri": f"{ctl_id}:1-b",
             "controller_id": ctl_id,
@@ -195,9 +197,17 @@ class Pipeline:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
-        for block_id, _, _ in self.blocks:
-            pattern = f"{BlockKeys(block_id).base}:*".replace("{", "\\{").replace("}", "\\}")
-            for key in self.r.scan_iter(match=pattern):
+        patterns = [f"{BlockKeys(block_id).base}:*" for block_id, _, _ in self.blocks]
+        for ctl in self.controller_ids:
+            patterns += [
+                f"aios:vdag:{{{ctl}}}:*",
+                f"aios:vdag:final:{{{ctl}}}:*",
+                f"aios:metrics:live:vdag:{ctl}:1-b",
+                f"aios:metrics:live:vdag_controller:{ctl}",
+            ]
+        for pattern in patterns:
+            escaped = pattern.replace("{", "\\{").replace("}", "\\}")
+            for key in self.r.scan_iter(match=escaped):
                 self.r.delete(key)
 
 
