@@ -22,6 +22,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 class Browser:
     def __init__(self, workdir: Path, *, width: int = 1400, height: int = 1000) -> None:
         assert CHROMIUM, "chromium is not installed"
+        workdir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.proc = ManagedProcess(
             [
