@@ -205,6 +205,7 @@ class Launcher:
         lines = [
             "",
             "AIOS is up.",
+            f"  dashboard  {http}/",
             f"  admin      {http}/admin/   (user: admin)",
             f"  API docs   {http}/api/docs/",
             f"  OpenAPI    {http}/api/schema/",
