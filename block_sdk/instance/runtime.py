@@ -47,6 +47,7 @@ from block_sdk.queues import (
     QueueReply,
     RequestQueues,
     ack_and_take_call,
+    ack_then_take,
     connect,
     stage_completion,
     stage_prefetch,
@@ -471,11 +472,15 @@ class Block:
                                 asyncio.run_coroutine_threadsafe(
                                     self._route_all(routes, work), loop
                                 ).result(timeout=60)
-                    if len(acks) == 1 and staged is None:  # common: one script call, one trip
-                        keys, args = ack_and_take_call(
-                            self.keys, cfg.instance_id, acks[0], prefetch
+                    if len(acks) == 1 and staged is None and prefetch:
+                        # The common case: reply + ack + wait for the next, one round trip.
+                        item = ack_then_take(
+                            client, self.keys, cfg.instance_id, acks[0], cfg.take_timeout_s
                         )
-                        item = ack_and_take(keys=keys, args=args)
+                        continue
+                    if len(acks) == 1 and staged is None:
+                        keys, args = ack_and_take_call(self.keys, cfg.instance_id, acks[0], False)
+                        ack_and_take(keys=keys, args=args)
                         continue
                     pipe = client.pipeline(transaction=False)
                     if staged is not None:
