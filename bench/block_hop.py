@@ -7,10 +7,19 @@ One run prints, for a trivial block (examples.echo):
   * one raw Redis LPUSH->BRPOP hop between two processes, for scale;
   * the floor: the same process layout (grpc.aio handler -> Redis list -> worker process ->
     Redis list -> one reader) with none of the SDK, i.e. what gRPC + Redis cost by themselves;
-  * throughput with 1, 2 and 4 instances (ratios against 1 instance).
+  * throughput with 1, 2 and 4 instances (ratios against 1 instance);
+  * CPU time per request of the executor and instance processes, and their RSS;
+  * with `--baseline-src DIR` (a copy of another revision's `block_sdk/`, `aios_instance/` and
+    `examples/`, e.g. `git archive HEAD~3 block_sdk aios_instance examples | tar -x -C DIR`):
+    the executor path of that tree in the same interleaved rounds, as a before/after ratio;
+  * with `--with-ray`: the same trivial model as one Ray Serve deployment called through a
+    deployment handle (bench/ray_baseline.py, run in the separate venv made by
+    bench/setup_ray.sh), after the AIOS processes are stopped, and the ratios: one-instance
+    block throughput / Ray's (target >= 5x), latency, memory side by side.
 
 Needs a Redis (REDIS_URL, default redis://127.0.0.1:6379/0). Usage:
     .venv/bin/python bench/block_hop.py [--requests 2000] [--rounds 3] [--seconds 3] [--concurrency 32]
+        [--baseline-src DIR] [--with-ray [--ray-python PATH]]
 """
 
 from __future__ import annotations
@@ -35,8 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import grpc  # noqa: E402
+import psutil  # noqa: E402
 import redis  # noqa: E402
 
+from bench.ray_baseline import find_ray_python, run_ray_baseline  # noqa: E402
 from block_sdk.packet import make_block_packet  # noqa: E402
 from block_sdk.protos import aios_packet_pb2_grpc as pb_grpc  # noqa: E402
 from block_sdk.queues import BlockKeys  # noqa: E402
@@ -62,8 +73,13 @@ class Block:
     """An executor plus instances of the echo block, as child processes."""
 
     def __init__(
-        self, redis_url: str, io_mode: str = "thread", parameters: dict | None = None
+        self,
+        redis_url: str,
+        io_mode: str = "thread",
+        parameters: dict | None = None,
+        root: Path = ROOT,
     ) -> None:
+        self.root = root  # the source tree the processes run from (--baseline-src)
         self.redis_url = redis_url
         self.io_mode = io_mode
         self.parameters = parameters or {}
@@ -74,10 +90,12 @@ class Block:
         self.grpc_port, self.http_port = free_port(), free_port()
 
     def _spawn(self, argv: list[str], env: dict[str, str]) -> None:
+        if self.root != ROOT:
+            env = {**env, "PYTHONPATH": str(self.root)}
         self.procs.append(
             subprocess.Popen(
                 [sys.executable, *argv],
-                cwd=ROOT,
+                cwd=self.root,
                 env={**os.environ, "REDIS_URL": self.redis_url, "AIOS_LOG_LEVEL": "WARNING", **env},
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -131,6 +149,25 @@ class Block:
             else:
                 self.r.hdel(self.keys.instances, f"i{i}")
         self.wait_alive(n)
+
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU seconds (user + system) used so far by (executor, instances)."""
+        ex = inst = 0.0
+        for p in self.procs:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(p.pid).cpu_times()
+                if p is self.procs[-1]:  # the executor is spawned last
+                    ex += t.user + t.system
+                else:
+                    inst += t.user + t.system
+        return ex, inst
+
+    def rss_mb(self) -> float:
+        total = 0
+        for p in self.procs:
+            with contextlib.suppress(psutil.Error):
+                total += psutil.Process(p.pid).memory_info().rss
+        return total / 2**20
 
     def stop(self) -> None:
         for p in self.procs:
@@ -307,9 +344,22 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--baseline-src",
+        default="",
+        help="a tree with another revision's block_sdk/, aios_instance/ and examples/: its "
+        "executor path runs in the same rounds (before/after ratio)",
+    )
+    ap.add_argument("--with-ray", action="store_true", help="compare with Ray Serve")
+    ap.add_argument("--ray-python", default="", help="Python of the Ray venv (bench/setup_ray.sh)")
+    ap.add_argument("--ray-time-limit", type=float, default=300.0)
     args = ap.parse_args()
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     redis.Redis.from_url(url).ping()
+    ray_python = find_ray_python(args.ray_python) if args.with_ray else None
+    if args.with_ray and ray_python is None:
+        print("--with-ray: no Ray venv found; run `bash bench/setup_ray.sh` (or --ray-python)")
+        return 2
     print(
         f"block hop benchmark  cpus={os.cpu_count()}  load={os.getloadavg()[0]:.1f}  "
         f"redis={url}  requests={args.requests} x {args.rounds} rounds"
@@ -318,8 +368,11 @@ def main() -> int:
     # Rounds interleave every variant so that load from other processes on the machine hits
     # them alike; the median of the per-round p50s is reported.
     blocks = {mode: Block(url, io_mode=mode) for mode in ("thread", "asyncio")}
+    if args.baseline_src:
+        blocks["baseline"] = Block(url, io_mode="thread", root=Path(args.baseline_src).resolve())
     floor = Floor(url)
     series: dict[str, list[list[float]]] = {}
+    cpu: dict[str, list[tuple[float, float]]] = {}  # per round: (executor, instance) s/request
     names = {
         "direct": "direct in-process (BlockTester)",
         "hop": "one Redis LPUSH->BRPOP hop",
@@ -327,6 +380,9 @@ def main() -> int:
         "thread": "through executor, instance io=thread",
         "asyncio": "through executor, instance io=asyncio",
     }
+    if args.baseline_src:
+        names["baseline"] = "baseline tree, through executor, io=thread"
+    rss: dict[str, float] = {}
     try:
         for block in blocks.values():
             block.start(1)
@@ -340,7 +396,12 @@ def main() -> int:
                 alive = [(p.is_alive(), p.exitcode) for p in floor.procs]
                 raise RuntimeError(f"floor processes (alive, exit): {alive}") from exc
             for mode, block in blocks.items():
+                c0 = block.cpu_s()
                 series.setdefault(mode, []).append(bench_latency(block, args.requests))
+                c1 = block.cpu_s()
+                n = args.requests + 300  # with the warm-up calls
+                cpu.setdefault(mode, []).append(((c1[0] - c0[0]) / n, (c1[1] - c0[1]) / n))
+        rss = {mode: block.rss_mb() for mode, block in blocks.items()}
     finally:
         for block in blocks.values():
             block.stop()
@@ -360,10 +421,30 @@ def main() -> int:
         verdict = "meets" if added <= 1.0 else "misses"
         print(f"added per hop (io={mode}): p50 {added:.3f} ms ({verdict} the 1 ms target); "
               f"{p50(mode) / base:.0f}x the direct call, {p50(mode) / p50('floor'):.2f}x the floor")  # fmt: skip
+    print("\nCPU per request (median over rounds) and RSS, executor + 1 instance:")
+    for mode in blocks:
+        ex = statistics.median(c[0] for c in cpu[mode]) * 1e6
+        inst = statistics.median(c[1] for c in cpu[mode]) * 1e6
+        print(f"  {names[mode]:44s} executor {ex:6.0f} us  instance {inst:6.0f} us  "
+              f"RSS {rss.get(mode, 0):5.0f} MiB")  # fmt: skip
+    if args.baseline_src:
+        ratio = p50("thread") / p50("baseline")
+        ex_new = statistics.median(c[0] for c in cpu["thread"])
+        ex_old = statistics.median(c[0] for c in cpu["baseline"])
+        in_new = statistics.median(c[1] for c in cpu["thread"])
+        in_old = statistics.median(c[1] for c in cpu["baseline"])
+        wins = sum(
+            pct(a, 50) < pct(b, 50)
+            for a, b in zip(series["thread"], series["baseline"], strict=True)
+        )
+        print(f"this tree vs baseline tree (io=thread): p50 {ratio:.2f}x "
+              f"(faster in {wins} of {args.rounds} rounds), executor CPU {ex_new / ex_old:.2f}x, "
+              f"instance CPU {in_new / in_old:.2f}x")  # fmt: skip
 
     # A trivial block is CPU-bound on the load generator, executor and Redis, so on a small
     # machine more instances cannot help; a block that waits (a stand-in for a GPU or remote
     # model call) shows what instances add.
+    one_instance_rps = 0.0
     for label, params in (
         ("trivial echo", {}),
         ("echo + 5 ms wait per request (model stand-in)", {"delay_s": 0.005}),
@@ -381,7 +462,60 @@ def main() -> int:
                       f"{f'  errors={errors}' if errors else ''}")  # fmt: skip
         finally:
             block.stop()
+        if not params:
+            one_instance_rps = results[1]
+
+    if ray_python:
+        compare_with_ray(ray_python, args, p50("thread"), series["thread"], one_instance_rps, rss)
     return 0
+
+
+def compare_with_ray(
+    python: str,
+    args: argparse.Namespace,
+    aios_p50: float,
+    aios_rounds: list[list[float]],
+    aios_rps: float,
+    rss: dict[str, float],
+) -> None:
+    """The same trivial model as one Ray Serve deployment behind a handle, measured after
+    every AIOS process has stopped (the two never compete for the CPUs)."""
+    print(f"\nRay Serve baseline (single deployment, handle calls; {python})")
+    ray = run_ray_baseline(
+        python,
+        "single",
+        requests=args.requests,
+        seconds=args.seconds,
+        concurrency=args.concurrency,
+        time_limit=args.ray_time_limit,
+    )
+    if "error" in ray:
+        print(f"  Ray Serve run failed: {ray['error']}")
+        return
+    single = ray["single"]
+    aios_seq_rps = statistics.median(len(v) / sum(v) for v in aios_rounds)
+    print(
+        f"  Ray {ray['ray_version']}: p50 {single['p50'] * 1e3:.3f} ms, p99 {single['p99'] * 1e3:.3f} ms, "
+        f"sequential {single['sequential_rps']:.0f} req/s, {single['concurrency']} concurrent "
+        f"callers {single['rps']:.0f} req/s, RSS of Ray's {ray['single_processes']} processes "
+        f"{single['rss_mb']:.0f} MiB (idle {ray['single_idle_rss_mb']:.0f} MiB)"
+    )
+    ratio = aios_rps / single["rps"] if single["rps"] else float("inf")
+    verdict = "meets" if ratio >= 5 else "misses"
+    print(
+        f"  one-instance block throughput / Ray single deployment: {aios_rps:.0f} / "
+        f"{single['rps']:.0f} = {ratio:.2f}x ({verdict} the >= 5x target)"
+    )
+    print(
+        f"  latency p50: AIOS executor hop {aios_p50 * 1e3:.3f} ms vs Ray handle call "
+        f"{single['p50'] * 1e3:.3f} ms -> Ray / AIOS = {single['p50'] / aios_p50:.2f}x; sequential "
+        f"throughput {aios_seq_rps:.0f} vs {single['sequential_rps']:.0f} req/s "
+        f"({aios_seq_rps / single['sequential_rps']:.2f}x)"
+    )
+    print(
+        f"  memory: AIOS executor + 1 instance {rss.get('thread', 0):.0f} MiB vs Ray "
+        f"{single['rss_mb']:.0f} MiB ({single['rss_mb'] / max(rss.get('thread', 1), 1):.1f}x)"
+    )
 
 
 if __name__ == "__main__":

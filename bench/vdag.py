@@ -12,9 +12,14 @@ Prints (ratios against the direct composition where it makes sense):
   * total RSS of the pipeline's processes (3 executors, 3 instances, 1 controller).
   * optionally the same pipeline in Ray Serve (deployment handles) when `--ray-python` names
     a Python that has `ray[serve]` (install it in a separate venv under /tmp, never in .venv).
+  * with `--with-ray`: the Ray Serve baseline of bench/ray_baseline.py (3 deployments
+    composed with handles by an ingress deployment, in the venv made by bench/setup_ray.sh),
+    run after every AIOS process has stopped, and the ratios: pipeline throughput / Ray's
+    (target >= 5x), p50 latency, memory side by side.
 
 Needs a Redis (REDIS_URL, default redis://127.0.0.1:6379/0). Usage:
     .venv/bin/python bench/vdag.py [--requests 2000] [--seconds 5] [--concurrency 32]
+        [--with-ray [--ray-python PATH]]
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import grpc  # noqa: E402
 import psutil  # noqa: E402
 import redis  # noqa: E402
 
+from bench.ray_baseline import find_ray_python, run_ray_baseline  # noqa: E402
 from block_sdk.protos import vdag_packet_pb2 as vpb  # noqa: E402
 from block_sdk.protos import vdag_packet_pb2_grpc as vpb_grpc  # noqa: E402
 from block_sdk.queues import BlockKeys  # noqa: E402
@@ -406,9 +412,18 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--ray-python", default="", help="a Python with ray[serve] installed")
+    ap.add_argument(
+        "--with-ray", action="store_true", help="Ray Serve baseline after the run, ratios"
+    )
+    ap.add_argument("--ray-time-limit", type=float, default=300.0)
     a = ap.parse_args()
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     ms = 1000.0
+    ray_python = find_ray_python(a.ray_python) if a.with_ray else None
+    if a.with_ray and ray_python is None:
+        print("--with-ray: no Ray venv found; run `bash bench/setup_ray.sh` (or --ray-python)")
+        return 2
+    measured: dict[str, float] = {}
 
     direct = direct_latency(a.requests)
     d50 = pct(direct, 50)
@@ -469,7 +484,8 @@ def main() -> int:
         live = [p for p in pipe.procs if p.poll() is None and p is not ctl1]
         rss = pipe.rss_mb(live)
         print(f"total RSS of the pipeline's {len(live)} processes: {rss:.0f} MiB")
-        if a.ray_python:
+        measured.update(p3=p3, rps=rps, rss=rss, processes=len(live))
+        if a.ray_python and not a.with_ray:
             ray = ray_serve(a.ray_python, a.requests, a.seconds)
             if ray:
                 print(
@@ -480,7 +496,46 @@ def main() -> int:
                 )
     finally:
         pipe.stop()
+    if ray_python and measured:
+        compare_with_ray(ray_python, a, measured)
     return 0
+
+
+def compare_with_ray(python: str, a: argparse.Namespace, aios: dict[str, float]) -> None:
+    """The same 3-stage pipeline in Ray Serve, measured once every AIOS process is gone."""
+    ms = 1000.0
+    print(f"\nRay Serve baseline (3 deployments composed with handles; {python})")
+    ray = run_ray_baseline(
+        python,
+        "pipeline",
+        requests=a.requests,
+        seconds=a.seconds,
+        concurrency=a.concurrency,
+        time_limit=a.ray_time_limit,
+    )
+    if "error" in ray:
+        print(f"  Ray Serve run failed: {ray['error']}")
+        return
+    r = ray["pipeline"]
+    print(
+        f"  Ray {ray['ray_version']}: p50 {r['p50'] * ms:.3f} ms, p99 {r['p99'] * ms:.3f} ms, "
+        f"{r['concurrency']} concurrent callers {r['rps']:.0f} req/s, RSS of Ray's "
+        f"{ray['pipeline_processes']} processes {r['rss_mb']:.0f} MiB "
+        f"(idle {ray['pipeline_idle_rss_mb']:.0f} MiB)"
+    )
+    ratio = aios["rps"] / r["rps"] if r["rps"] else float("inf")
+    print(
+        f"  3-stage pipeline throughput, vDAG / Ray: {aios['rps']:.0f} / {r['rps']:.0f} = "
+        f"{ratio:.2f}x ({'meets' if ratio >= 5 else 'misses'} the >= 5x target)"
+    )
+    print(
+        f"  p50: vDAG {aios['p3'] * ms:.3f} ms vs Ray {r['p50'] * ms:.3f} ms -> Ray / vDAG = "
+        f"{r['p50'] / aios['p3']:.2f}x"
+    )
+    print(
+        f"  memory: vDAG pipeline ({aios['processes']:.0f} processes) {aios['rss']:.0f} MiB vs "
+        f"Ray {r['rss_mb']:.0f} MiB ({r['rss_mb'] / aios['rss']:.1f}x)"
+    )
 
 
 if __name__ == "__main__":
