@@ -550,7 +550,13 @@ class Executor:
         }
 
     def list_instances(self) -> list[dict[str, Any]]:
-        return [st.to_dict(self.inflight.get(iid, 0)) for iid, st in sorted(self.instances.items())]
+        """The block's instances; one deregistered with nothing left to recover is not listed
+        even while its last heartbeat has not expired yet (it is forgotten at expiry)."""
+        return [
+            st.to_dict(self.inflight.get(iid, 0))
+            for iid, st in sorted(self.instances.items())
+            if st.registered or st.alive or self.inflight.get(iid) or st.waiting or st.processing
+        ]
 
     async def push_parameters(
         self, params: dict[str, Any], wait_s: float | None = None
