@@ -39,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from block_sdk.packet import DataPlaneError
 from block_sdk.protos import queue_envelope_pb2 as qpb
-from block_sdk.resp import RespConnection
+from block_sdk.resp import RespConnection, SyncRespConnection, pack
 
 log = logging.getLogger("block_sdk.queues")
 
@@ -146,6 +146,31 @@ def ack_then_take(
         # and hand the new item on (the unacknowledged one stays in the processing list, as
         # after any failed acknowledgement).
         log.warning("acknowledgement failed", extra={"error": str(acked)})
+    return item
+
+
+def ack_then_take_lean(
+    conn: SyncRespConnection,
+    keys: BlockKeys,
+    instance_id: str,
+    ack: tuple[str, bytes, bytes | None],
+    timeout_s: float,
+) -> bytes | None:
+    """`ack_then_take` on a lean connection, with the acknowledgement's reply skipped
+    (`CLIENT REPLY SKIP` before the script): Redis answers only the blocking take, so the
+    consumer thread wakes once per request instead of twice. What is lost is only the
+    script's own reply, which the pipelined variant merely logged on failure: an
+    unacknowledged request stays in the processing list either way."""
+    script_keys, args = ack_and_take_call(keys, instance_id, ack, prefetch=False)
+    conn.send(
+        pack(("CLIENT", "REPLY", "SKIP"))
+        + pack(("EVAL", ACK_AND_TAKE_LUA, len(script_keys), *script_keys, *args))
+        + pack(("BLMOVE", keys.queue(instance_id), keys.processing(instance_id), "RIGHT",
+                "LEFT", timeout_s))
+    )  # fmt: skip
+    item = conn.read_reply()
+    if isinstance(item, Exception):
+        raise item
     return item
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import socket
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -253,3 +254,106 @@ class RespConnection:
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+class SyncRespConnection:
+    """The blocking twin, for one instance consumer thread (one thread, one connection).
+
+    Lets the thread send commands whose replies Redis is told to skip (`CLIENT REPLY SKIP`),
+    which redis-py's pipelines cannot express: the instance's acknowledgement then costs no
+    reply and no wake-up of its own. Errors and timeouts are redis-py's exception types; any
+    socket error closes the connection and the next call reconnects.
+    """
+
+    def __init__(
+        self, url: str, *, socket_timeout_s: float = 10.0, connect_timeout_s: float = 5.0
+    ) -> None:
+        if not supports(url):
+            raise ValueError(f"unsupported Redis URL for the lean connection: {url!r}")
+        kw = parse_url(url)
+        self.path: str | None = kw.get("path")
+        self.host: str = kw.get("host") or "localhost"
+        self.port: int = int(kw.get("port") or 6379)
+        self.db = int(kw.get("db") or 0)
+        self.username: str | None = kw.get("username")
+        self.password: str | None = kw.get("password")
+        self.socket_timeout_s = socket_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._sock: socket.socket | None = None
+        self._buf = bytearray()
+
+    def _connect(self) -> socket.socket:
+        try:
+            if self.path:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(self.connect_timeout_s)
+                sock.connect(self.path)
+            else:
+                sock = socket.create_connection((self.host, self.port), self.connect_timeout_s)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            raise RedisConnectionError(f"cannot connect to Redis: {exc}") from exc
+        sock.settimeout(self.socket_timeout_s)
+        self._sock, self._buf = sock, bytearray()
+        try:
+            if self.password:
+                auth = (self.username, self.password) if self.username else (self.password,)
+                self.execute("AUTH", *auth)
+            if self.db:
+                self.execute("SELECT", self.db)
+        except BaseException:
+            self.close()
+            raise
+        return sock
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        self._buf = bytearray()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def send(self, data: bytes) -> None:
+        sock = self._sock or self._connect()
+        try:
+            sock.sendall(data)
+        except OSError as exc:
+            self.close()
+            raise RedisConnectionError(f"connection to Redis lost: {exc}") from exc
+
+    def read_reply(self) -> Any:
+        """The next reply (a ResponseError is returned, not raised)."""
+        sock = self._sock
+        if sock is None:
+            raise RedisConnectionError("not connected")
+        while True:
+            if self._buf:
+                try:
+                    value, pos = parse(self._buf, 0)
+                except _Incomplete:
+                    pass
+                except ValueError as exc:
+                    self.close()
+                    raise RedisConnectionError(f"bad reply from Redis: {exc}") from exc
+                else:
+                    del self._buf[:pos]
+                    return value
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError as exc:
+                self.close()  # the late reply would be taken for the next request's
+                raise RedisTimeoutError(f"no reply from Redis within {sock.gettimeout()}s") from exc
+            except OSError as exc:
+                self.close()
+                raise RedisConnectionError(f"connection to Redis lost: {exc}") from exc
+            if not chunk:
+                self.close()
+                raise RedisConnectionError("connection closed by Redis")
+            self._buf += chunk
+
+    def execute(self, *args: Any) -> Any:
+        self.send(pack(args))
+        value = self.read_reply()
+        if isinstance(value, ResponseError):
+            raise value
+        return value

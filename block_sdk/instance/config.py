@@ -61,6 +61,9 @@ class InstanceConfig:
     http_port: int = 18001  # AIOS instance health/mgmt port; 0 = any free port, -1 = off
     concurrency: int = 1
     io_mode: str = "thread"  # consumer I/O: "thread" (sync Redis per consumer) or "asyncio"
+    # Thread consumers acknowledge over a lean connection with `CLIENT REPLY SKIP` (no reply,
+    # no wake-up for the acknowledgement); off: redis-py pipelines (block_sdk/resp.py).
+    lean_redis: bool = True
     heartbeat_interval_s: float = 1.0
     heartbeat_ttl_s: float = 5.0
     take_timeout_s: float = 1.0
@@ -98,6 +101,7 @@ class InstanceConfig:
             http_port=_num(e, "AIOS_INSTANCE_HTTP_PORT", 18001, int),
             concurrency=_num(e, "AIOS_INSTANCE_CONCURRENCY", 1, int),
             io_mode=e.get("AIOS_INSTANCE_IO", "thread").strip().lower(),
+            lean_redis=_flag(e, "AIOS_INSTANCE_LEAN_REDIS", True),
             heartbeat_interval_s=_num(e, "AIOS_HEARTBEAT_INTERVAL_S", 1.0),
             heartbeat_ttl_s=_num(e, "AIOS_HEARTBEAT_TTL_S", 5.0),
             take_timeout_s=_num(e, "AIOS_TAKE_TIMEOUT_S", 1.0),

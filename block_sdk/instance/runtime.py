@@ -28,6 +28,7 @@ import redis as sync_redis
 from aiohttp import web
 from redis.exceptions import RedisError
 
+from block_sdk import resp
 from block_sdk.instance.config import InstanceConfig
 from block_sdk.instance.context import Context
 from block_sdk.instance.pipeline import BlockPipeline, output_packet
@@ -48,6 +49,7 @@ from block_sdk.queues import (
     RequestQueues,
     ack_and_take_call,
     ack_then_take,
+    ack_then_take_lean,
     connect,
     stage_completion,
     stage_prefetch,
@@ -448,6 +450,11 @@ class Block:
         )
         queue, processing = self.keys.queue(cfg.instance_id), self.keys.processing(cfg.instance_id)
         ack_and_take = client.register_script(ACK_AND_TAKE_LUA)
+        lean = (
+            resp.SyncRespConnection(cfg.redis_url, socket_timeout_s=cfg.take_timeout_s + 10)
+            if cfg.lean_redis and resp.supports(cfg.redis_url)
+            else None
+        )
         backoff = 0.05
         item: bytes | None = None
         try:
@@ -474,9 +481,14 @@ class Block:
                                 ).result(timeout=60)
                     if len(acks) == 1 and staged is None and prefetch:
                         # The common case: reply + ack + wait for the next, one round trip.
-                        item = ack_then_take(
-                            client, self.keys, cfg.instance_id, acks[0], cfg.take_timeout_s
-                        )
+                        if lean is not None:
+                            item = ack_then_take_lean(
+                                lean, self.keys, cfg.instance_id, acks[0], cfg.take_timeout_s
+                            )
+                        else:
+                            item = ack_then_take(
+                                client, self.keys, cfg.instance_id, acks[0], cfg.take_timeout_s
+                            )
                         continue
                     if len(acks) == 1 and staged is None:
                         keys, args = ack_and_take_call(self.keys, cfg.instance_id, acks[0], False)
@@ -516,6 +528,8 @@ class Block:
                     item = None
         finally:
             client.close()
+            if lean is not None:
+                lean.close()
 
     async def _mux_janitor(self) -> None:
         muxer = self.pipeline.muxer

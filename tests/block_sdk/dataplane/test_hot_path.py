@@ -21,6 +21,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from block_sdk.executor.config import load_config
+from block_sdk.instance.config import InstanceConfig
 from block_sdk.queues import (
     QUEUE_TTL_MS,
     BlockKeys,
@@ -28,8 +29,16 @@ from block_sdk.queues import (
     ReplyDemux,
     RequestQueues,
     ack_then_take,
+    ack_then_take_lean,
 )
-from block_sdk.resp import RespConnection, _Incomplete, pack, parse, supports
+from block_sdk.resp import (
+    RespConnection,
+    SyncRespConnection,
+    _Incomplete,
+    pack,
+    parse,
+    supports,
+)
 from tests.block_sdk.dataplane.plane import ECHO, DataPlane
 from tests.support.procs import ManagedProcess, free_port, wait_until
 
@@ -227,18 +236,45 @@ def test_reply_reader_resolves_every_waiting_request(
 
 
 # -- instance side ---------------------------------------------------------------------------
-def test_ack_then_take_delivers_the_reply_before_the_blocking_take_returns(
+def test_sync_lean_connection_commands_errors_skipped_replies_and_timeouts(
     redis_url: str, redis_client: redis.Redis
 ):
     keys = _keys()
+    conn = SyncRespConnection(redis_url, socket_timeout_s=0.5)
+    try:
+        assert conn.execute("PING") == b"PONG"
+        assert conn.execute("RPUSH", f"{keys.base}:l", b"a\r\nb", 7) == 2
+        assert conn.execute("LRANGE", f"{keys.base}:l", 0, -1) == [b"a\r\nb", b"7"]
+        with pytest.raises(ResponseError):
+            conn.execute("LPUSH", f"{keys.base}:l")
+        # A skipped reply really is skipped: the next reply read is the next command's.
+        conn.send(pack(("CLIENT", "REPLY", "SKIP")) + pack(("INCR", f"{keys.base}:n")))
+        assert conn.execute("GET", f"{keys.base}:n") == b"1"
+        with pytest.raises(RedisTimeoutError):
+            conn.execute("BLPOP", f"{keys.base}:never", 2)
+        assert conn.execute("GET", f"{keys.base}:n") == b"1"  # reconnected
+    finally:
+        conn.close()
+        _cleanup(redis_client, keys)
+
+
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "redis-py"])
+def test_ack_then_take_delivers_the_reply_before_the_blocking_take_returns(
+    redis_url: str, redis_client: redis.Redis, lean: bool
+):
+    keys = _keys()
     client = redis.Redis.from_url(redis_url, socket_timeout=15)
+    conn = SyncRespConnection(redis_url, socket_timeout_s=15)
     reply_to = keys.reply("e1")
     redis_client.lpush(keys.processing("i1"), b"current")
     taken: list[bytes | None] = []
 
     def consumer() -> None:
         ack = (reply_to, b"current", b"the-reply")
-        taken.append(ack_then_take(client, keys, "i1", ack, 3.0))
+        if lean:
+            taken.append(ack_then_take_lean(conn, keys, "i1", ack, 3.0))
+        else:
+            taken.append(ack_then_take(client, keys, "i1", ack, 3.0))
 
     thread = threading.Thread(target=consumer)
     try:
@@ -253,9 +289,17 @@ def test_ack_then_take_delivers_the_reply_before_the_blocking_take_returns(
         thread.join(5)
         assert taken == [b"next"]
         assert redis_client.lrange(keys.processing("i1"), 0, -1) == [b"next"]
+        # The connection is in step after the skipped reply: a second round works the same.
+        if lean:
+            redis_client.lpush(keys.queue("i1"), b"third")
+            assert ack_then_take_lean(conn, keys, "i1", (reply_to, b"next", b"r2"), 3.0) == (
+                b"third"
+            )
+            assert redis_client.rpop(reply_to) == b"r2"
     finally:
         thread.join(5)
         client.close()
+        conn.close()
         _cleanup(redis_client, keys)
 
 
@@ -286,7 +330,17 @@ def test_the_data_plane_runs_on_redis_62_without_blmpop(redis62: str, tmp_path: 
         plane.delete_keys(redis.Redis.from_url(redis62))
 
 
-def test_lean_redis_switch_reads_the_environment():
+def test_lean_redis_switches_read_the_environment():
     on = load_config(env={"BLOCK_ID": "b"})
     off = load_config(env={"BLOCK_ID": "b", "AIOS_EXECUTOR_LEAN_REDIS": "0"})
     assert on.lean_redis is True and off.lean_redis is False
+    assert InstanceConfig.from_env({}).lean_redis is True
+    assert InstanceConfig.from_env({"AIOS_INSTANCE_LEAN_REDIS": "0"}).lean_redis is False
+
+
+def test_instances_without_the_lean_connection_still_serve(plane):
+    plane.start_executor()
+    plane.start_instance("i1", ECHO, env={"AIOS_INSTANCE_LEAN_REDIS": "0"})
+    plane.wait_alive(["i1"])
+    for n in range(10):
+        assert plane.infer_json({"n": n})["n"] == n
