@@ -357,3 +357,18 @@ class SyncRespConnection:
         if isinstance(value, ResponseError):
             raise value
         return value
+
+    def reply_skip_works(self) -> bool:
+        """Whether the server honours `CLIENT REPLY SKIP` (some proxies and managed Redis
+        services refuse CLIENT commands; a skipped reply that still came would shift every
+        reply after it). Leaves the connection in step either way."""
+        self.send(
+            pack(("CLIENT", "REPLY", "SKIP")) + pack(("ECHO", "skipped")) + pack(("ECHO", "seen"))
+        )
+        first = self.read_reply()
+        if first == b"seen":
+            return True
+        # Refused: the refusal, then both echoes, came back.
+        while first != b"seen":
+            first = self.read_reply()
+        return False

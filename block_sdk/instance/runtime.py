@@ -450,11 +450,7 @@ class Block:
         )
         queue, processing = self.keys.queue(cfg.instance_id), self.keys.processing(cfg.instance_id)
         ack_and_take = client.register_script(ACK_AND_TAKE_LUA)
-        lean = (
-            resp.SyncRespConnection(cfg.redis_url, socket_timeout_s=cfg.take_timeout_s + 10)
-            if cfg.lean_redis and resp.supports(cfg.redis_url)
-            else None
-        )
+        lean = self._lean_connection()
         backoff = 0.05
         item: bytes | None = None
         try:
@@ -530,6 +526,22 @@ class Block:
             client.close()
             if lean is not None:
                 lean.close()
+
+    def _lean_connection(self) -> resp.SyncRespConnection | None:
+        """The consumer thread's lean connection, if configured and the server honours
+        `CLIENT REPLY SKIP`; None: acknowledge through redis-py pipelines."""
+        cfg = self.config
+        if not (cfg.lean_redis and resp.supports(cfg.redis_url)):
+            return None
+        conn = resp.SyncRespConnection(cfg.redis_url, socket_timeout_s=cfg.take_timeout_s + 10)
+        try:
+            if conn.reply_skip_works():
+                return conn
+            log.info("redis refuses CLIENT REPLY SKIP; acknowledging through redis-py")
+        except (RedisError, OSError) as exc:
+            log.warning("lean connection unavailable", extra={"error": str(exc)})
+        conn.close()
+        return None
 
     async def _mux_janitor(self) -> None:
         muxer = self.pipeline.muxer

