@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
 from apps.clusters import conf
@@ -95,12 +96,12 @@ def report_observed(workload_id: str, **fields: Any) -> bool:
 
 
 def finalize_removal(workload: Workload) -> None:
-    """The workload's process is gone: delete the row and release its reservations."""
-    Workload.objects.filter(pk=workload.pk).delete()
-    if workload.instance_id:
-        try:
-            from apps.allocator.services import release
-        except ImportError:  # pragma: no cover - the allocator app is always installed
-            return
-        release(workload.instance_id)
+    """The workload's process is gone: release its reservations and delete the row, in one
+    transaction, so nobody sees the workload gone while its GPUs still look reserved."""
+    from apps.allocator.services import release
+
+    with transaction.atomic():
+        if workload.instance_id:
+            release(workload.instance_id)
+        Workload.objects.filter(pk=workload.pk).delete()
     log.info("event=workload_removed workload_id=%s node_id=%s", workload.pk, workload.node_id)
