@@ -238,7 +238,9 @@ def test_reply_reader_resolves_every_waiting_request(
     try:
         ids, used_mpop, stop_s = asyncio.run(scenario())
         assert sorted(ids[:-1]) == sorted(f"r{i}" for i in range(50)) and ids[-1] == "late"
-        assert used_mpop is (server == "redis")
+        # BLMPOP exists from Redis 7 (the suite's Redis may be the embedded 6.2 too).
+        has_blmpop = int(sync.info("server")["redis_version"].split(".")[0]) >= 7
+        assert used_mpop is has_blmpop
         assert stop_s < 1.5
     finally:
         _cleanup(sync, keys)
