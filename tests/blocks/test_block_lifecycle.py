@@ -134,11 +134,16 @@ def test_echo_block_lifecycle_through_the_api(network):
     assert autoscaler.json()["result"]["result"]["policy"]["policyRuleURI"].startswith(
         "aios.autoscaler_queue_latency"
     )
-    health = network.mgmt(block_id, "health", "get_state")
-    assert health.status_code == 200
-    assert set(health.json()["result"]["result"]["instances"]) == {
-        i.instance_id for i in Instance.objects.filter(block_id=block_id)
-    }
+    # The health checker refreshes its instance list periodically: the removed instance
+    # leaves its state within a refresh.
+    expected = {i.instance_id for i in Instance.objects.filter(block_id=block_id)}
+
+    def health_tracks_current_instances():
+        health = network.mgmt(block_id, "health", "get_state")
+        assert health.status_code == 200
+        return set(health.json()["result"]["result"]["instances"]) == expected
+
+    wait_until(health_tracks_current_instances, 30, "the health checker to drop the removed one")
     policy_state = network.mgmt(block_id, "health", "get_state_of_policy")
     assert policy_state.status_code == 400  # unknown to the policy: its error comes back
     every = network.mgmt(block_id, "instances", "get_count")
